@@ -1,0 +1,1 @@
+"""HTTP and WebSocket handlers: parse, call a service, shape the reply. Only ``taxi.app`` imports this package."""

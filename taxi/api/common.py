@@ -1,0 +1,32 @@
+"""Helpers every blueprint uses: the app's services, request bodies, and JSON responses."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import orjson
+from sanic import HTTPResponse, Request
+
+from taxi.errors import ValidationFailed
+from taxi.schemas import require_object
+
+FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
+
+
+def json_response(body: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> HTTPResponse:
+    """A JSON response serialized with orjson (UUIDs and datetimes included), without touching Sanic's globals."""
+    return HTTPResponse(orjson.dumps(body), status=status, headers=headers, content_type="application/json")
+
+
+def body_of(request: Request) -> Mapping[str, Any]:
+    """The request body as a mapping: a JSON object, or the first value of each form field."""
+    ctype = (request.content_type or "").split(";")[0].strip().lower()
+    if ctype in FORM_TYPES:
+        return {key: values[0] for key, values in request.form.items() if values}
+    if not request.body:
+        return {}
+    try:
+        data = orjson.loads(request.body)
+    except orjson.JSONDecodeError as exc:
+        raise ValidationFailed.field("non_field_errors", f"JSON parse error: {exc.args[0]}") from None
+    return require_object(data)

@@ -1,0 +1,50 @@
+"""One error handler: every failure becomes JSON in the documented shape, and no URL (with its token) is logged."""
+
+from __future__ import annotations
+
+import logging
+
+import peewee
+from sanic import HTTPResponse, Request
+from sanic.exceptions import MethodNotAllowed, PayloadTooLarge, SanicException
+from sanic.handlers import ErrorHandler
+
+from taxi.api.common import json_response
+from taxi.errors import APIError
+
+log = logging.getLogger("taxi.errors")
+
+# Raised when the database is unreachable; answered 503 so clients retry instead of giving up.
+UNAVAILABLE = (peewee.OperationalError, peewee.InterfaceError, ConnectionError, OSError, TimeoutError)
+
+
+class JSONErrorHandler(ErrorHandler):
+    def default(self, request: Request, exception: Exception) -> HTTPResponse:
+        if isinstance(exception, APIError):
+            return json_response(exception.body(), exception.status, exception.headers())
+        if isinstance(exception, SanicException):
+            status = exception.status_code or 500
+            headers = dict(getattr(exception, "headers", None) or {})
+            if status == 400:
+                return json_response({"non_field_errors": [str(exception) or "Bad request."]}, 400, headers)
+            if isinstance(exception, PayloadTooLarge):
+                limit = request.app.config.REQUEST_MAX_SIZE
+                detail = f"Request body is too large: at most {limit} bytes are accepted."
+            elif isinstance(exception, MethodNotAllowed):
+                detail = f'Method "{request.method}" not allowed.'
+            elif status == 404:
+                detail = "Not found."
+            elif status < 500:
+                detail = str(exception) or "Request refused."
+            else:
+                log.error("%s %s failed: %r", request.method, request.path, exception)
+                detail = "Internal server error."
+            return json_response({"detail": detail}, status, headers)
+        if isinstance(exception, UNAVAILABLE):
+            log.warning("%s %s: service unavailable: %r", request.method, request.path, exception)
+            return json_response(
+                {"detail": "Service temporarily unavailable; try again shortly."}, 503, {"Retry-After": "1"}
+            )
+        # Path only: the query string may carry a token.
+        log.exception("%s %s raised an unexpected error", request.method, request.path, exc_info=exception)
+        return json_response({"detail": "Internal server error."}, 500)

@@ -1,0 +1,40 @@
+"""The one JWT check, for HTTP requests and for the WebSocket handshake alike.
+
+It yields the caller as stored now (an access token of a deleted or deactivated user is refused)
+or raises AuthenticationFailed, which HTTP answers with 401 and the socket route refuses the handshake with.
+"""
+
+from __future__ import annotations
+
+from sanic import Request
+
+from taxi.errors import AuthenticationFailed
+from taxi.security import ACCESS
+from taxi.services.accounts import Caller, load_caller
+
+
+def bearer_token(request: Request) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` header, or None."""
+    header = request.headers.get("authorization")
+    if not header:
+        return None
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise AuthenticationFailed("Authorization header must be: Bearer <access token>.", code="bad_authorization")
+    return token.strip()
+
+
+async def authenticate_token(request: Request, token: str | None) -> Caller:
+    """The active user an access token names; raise AuthenticationFailed otherwise."""
+    claims = request.app.ctx.tokens.decode(token, ACCESS)
+    caller = await load_caller(claims["id"])
+    if caller is None:
+        raise AuthenticationFailed("User not found or inactive.", code="user_inactive")
+    return caller
+
+
+async def authenticate(request: Request) -> Caller:
+    """Authenticate an HTTP request by its Bearer header and remember the caller on ``request.ctx``."""
+    caller = await authenticate_token(request, bearer_token(request))
+    request.ctx.caller = caller
+    return caller

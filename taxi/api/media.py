@@ -1,0 +1,27 @@
+"""Stored photos, served by the names the server gave them; nothing else under /media/ exists."""
+
+from __future__ import annotations
+
+from sanic import Blueprint, HTTPResponse, Request
+from sanic.response import file
+from sanic_ext import openapi
+
+from taxi.errors import NotFound
+from taxi.services.media import CONTENT_TYPES
+
+bp = Blueprint("media", url_prefix="/media")
+
+
+@bp.get("/photos/<name:str>")
+@openapi.summary("A user's photo")
+@openapi.response(200, {"image/*": bytes}, "The image")
+@openapi.response(404, {"application/json": dict}, "No such photo")
+async def photo(request: Request, name: str) -> HTTPResponse:
+    path = request.app.ctx.media.photo_path(name)
+    if path is None:
+        raise NotFound("Not found.")
+    return await file(
+        path,
+        mime_type=CONTENT_TYPES[path.suffix.lstrip(".")],
+        headers={"X-Content-Type-Options": "nosniff", "Cache-Control": "public, max-age=86400"},
+    )

@@ -1,0 +1,113 @@
+"""The composition root: ``create_app(settings)`` wires settings, database, services, realtime and blueprints.
+
+Run it with ``sanic taxi.app:create_app --factory --workers N``. Every worker process calls the
+factory; the ``before_server_start`` listener then opens that worker's database pool.
+"""
+
+from __future__ import annotations
+
+import logging
+from types import SimpleNamespace
+
+from sanic import Sanic
+from sanic.config import Config
+
+from taxi import __version__
+from taxi import db as dbm
+from taxi.api import auth, media, trips
+from taxi.api.errors import JSONErrorHandler
+from taxi.config import ConfigError, Settings
+from taxi.migrations import LATEST, current_version, migrate
+from taxi.security import TokenIssuer
+from taxi.services.accounts import Accounts
+from taxi.services.media import Media
+from taxi.services.trips import Trips
+
+log = logging.getLogger("taxi")
+
+TaxiApp = Sanic[Config, SimpleNamespace]
+
+
+def create_app(settings: Settings | object | None = None, name: str = "taxi") -> TaxiApp:
+    """Build the application; with no settings, read them from the ``TAXI_*`` environment.
+
+    The Sanic CLI calls factories with its parsed arguments; anything but Settings means "from the environment".
+    """
+    if not isinstance(settings, Settings):
+        settings = Settings.from_env()
+    app: TaxiApp = Sanic(name, error_handler=JSONErrorHandler(), ctx=SimpleNamespace())
+    _configure(app, settings)
+
+    tokens = TokenIssuer(settings.secret_key, settings.access_token_lifetime, settings.refresh_token_lifetime)
+    app.ctx.settings = settings
+    app.ctx.tokens = tokens
+    app.ctx.accounts = Accounts(tokens, settings.bcrypt_rounds, settings.public_url)
+    app.ctx.trips = Trips(settings.public_url)
+    app.ctx.media = Media(settings.media_root, settings.max_photo_bytes, settings.max_photo_pixels)
+
+    app.blueprint(auth.bp)
+    app.blueprint(trips.bp)
+    app.blueprint(media.bp)
+
+    app.register_listener(_check_deployment, "main_process_start")
+    app.register_listener(_open_worker, "before_server_start")
+    app.register_listener(_close_worker, "after_server_stop")
+    return app
+
+
+def _configure(app: TaxiApp, settings: Settings) -> None:
+    config = app.config
+    config.FALLBACK_ERROR_FORMAT = "json"
+    config.REQUEST_MAX_SIZE = settings.max_request_bytes
+    config.WEBSOCKET_MAX_SIZE = settings.ws_max_frame
+    config.NOISY_EXCEPTIONS = False
+    config.ACCESS_LOG = False
+    if settings.cors_origins:
+        config.CORS_ORIGINS = list(settings.cors_origins)
+        config.CORS_ALLOW_HEADERS = ["authorization", "content-type"]
+        config.CORS_ALWAYS_SEND = False
+        config.CORS_MAX_AGE = 600
+    else:
+        config.CORS = False
+    config.OAS_UI_DEFAULT = "swagger"
+    config.OAS_URL_PREFIX = "/docs"
+    app.ext.openapi.describe(
+        "taxi",
+        version=__version__,
+        description="Ride-sharing API: accounts, trips and photos over REST; trip events over the /taxi/ WebSocket.",
+    )
+    app.ext.openapi.add_security_scheme("token", "http", scheme="bearer", bearer_format="JWT")
+
+
+async def _check_deployment(app: TaxiApp) -> None:
+    """Once, in the main process: refuse a shape that cannot work, and bring the embedded database up to date."""
+    settings: Settings = app.ctx.settings
+    workers = app.state.workers
+    if workers > 1 and not settings.redis_url:
+        raise ConfigError(
+            f"--workers {workers} needs TAXI_REDIS_URL: the in-process broker only reaches sockets of one worker"
+        )
+    database = dbm.make_database(settings.database, 1)
+    await database.aio_connect()
+    try:
+        if settings.database.is_sqlite:
+            for version in await migrate(database):
+                log.info("embedded database %s migrated to version %d", settings.database.name, version)
+        elif (version := await current_version(database)) < LATEST:
+            raise ConfigError(
+                f"database {settings.database.redacted()} is at schema version {version}, this server needs "
+                f"{LATEST}: run `python -m taxi migrate` first"
+            )
+    finally:
+        await database.aio_close()
+
+
+async def _open_worker(app: TaxiApp) -> None:
+    settings: Settings = app.ctx.settings
+    app.ctx.database = await dbm.connect(settings.database, settings.db_pool_size)
+
+
+async def _close_worker(app: TaxiApp) -> None:
+    database = getattr(app.ctx, "database", None)
+    if database is not None:
+        await database.aio_close()

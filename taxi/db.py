@@ -1,0 +1,151 @@
+"""The database handle: PostgreSQL through aiopg, or SQLite through aiosqlite, behind one peewee proxy.
+
+Models bind to ``db`` (a proxy); each process picks the real database at start-up with ``connect``.
+SQLite gets a small real pool here: peewee-async's own opens a connection (and a thread) per query
+and never applies PRAGMAs, so foreign keys would go unenforced.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Sequence
+
+import aiosqlite
+import peewee
+import peewee_async
+from peewee_async.databases import fetchall
+from peewee_async.pool import PoolBackend
+from peewee_async.utils import ConnectionProtocol
+
+from taxi.config import DatabaseURL
+
+db = peewee.DatabaseProxy()
+
+_SQLITE_PRAGMAS = (
+    "PRAGMA foreign_keys=ON",
+    "PRAGMA busy_timeout=10000",
+    "PRAGMA synchronous=NORMAL",
+)
+
+
+class _SqlitePool(PoolBackend):
+    """A fixed set of long-lived aiosqlite connections, each with our PRAGMAs, handed out one task at a time."""
+
+    required_modules = ["aiosqlite"]
+
+    def __init__(self, *, database: str, **kwargs: Any) -> None:
+        self._size = int(kwargs.pop("maxsize", 4))
+        kwargs.pop("minsize", None)
+        super().__init__(database=database, **kwargs)
+        self._idle: asyncio.Queue[aiosqlite.Connection] | None = None
+        self._all: list[aiosqlite.Connection] = []
+        self._closed = True
+
+    @property
+    def is_connected(self) -> bool:
+        return not self._closed
+
+    async def create(self) -> None:
+        self._idle = asyncio.Queue()
+        self._closed = False
+        self.pool = self
+
+    async def _open(self) -> aiosqlite.Connection:
+        conn = await aiosqlite.connect(self.database, isolation_level=None)
+        for pragma in _SQLITE_PRAGMAS:
+            await conn.execute(pragma)
+        self._all.append(conn)
+        return conn
+
+    async def acquire(self) -> ConnectionProtocol:
+        if self._closed or self._idle is None:
+            await self.connect()
+        assert self._idle is not None
+        if self._idle.empty() and len(self._all) < self._size:
+            return await self._open()  # type: ignore[return-value]
+        return await self._idle.get()  # type: ignore[return-value]
+
+    async def release(self, conn: ConnectionProtocol) -> None:
+        if self._closed or self._idle is None:
+            await conn.close()
+            return
+        self._idle.put_nowait(conn)  # type: ignore[arg-type]
+
+    def has_acquired_connections(self) -> bool:
+        return self._idle is not None and self._idle.qsize() < len(self._all)
+
+    async def close(self) -> None:
+        self._closed = True
+        conns, self._all = self._all, []
+        for conn in conns:
+            await conn.close()
+        self._idle = None
+        self.pool = None
+
+
+class SqliteDatabase(peewee_async.SqliteDatabase):
+    pool_backend_cls = _SqlitePool
+
+
+def make_database(url: DatabaseURL, pool_size: int) -> peewee_async.AioDatabase:
+    """A peewee-async database for ``url``, not yet connected."""
+    if url.is_sqlite:
+        return SqliteDatabase(url.name, pool_params={"maxsize": min(pool_size, 4)})
+    return peewee_async.PostgresqlDatabase(
+        url.name,
+        host=url.host,
+        port=url.port,
+        user=url.user,
+        password=url.password,
+        pool_params={"minsize": 1, "maxsize": pool_size, "timeout": 10, "pool_recycle": 300},
+    )
+
+
+async def connect(url: DatabaseURL, pool_size: int) -> peewee_async.AioDatabase:
+    """Create this process's pool on the running loop and bind the models to it."""
+    database = make_database(url, pool_size)
+    db.initialize(database)
+    await database.aio_connect()
+    return database
+
+
+async def fetch_all(sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+    """Run prepared SQL text and return every row as a tuple (the hot read paths skip query building)."""
+    rows = await db.obj.aio_execute_sql(sql, params, fetch_results=fetchall)
+    return list(rows or [])
+
+
+def placeholder() -> str:
+    """The DB-API parameter marker of the bound database (``%s`` or ``?``)."""
+    return "?" if isinstance(db.obj, peewee.SqliteDatabase) else "%s"
+
+
+async def execute(sql: str, params: Sequence[Any] = ()) -> int:
+    """Run prepared SQL text that changes rows; return how many it changed."""
+
+    async def rowcount(_db: Any, cursor: Any) -> int:
+        return int(cursor.rowcount)
+
+    return int(await db.obj.aio_execute_sql(sql, params, fetch_results=rowcount))
+
+
+class SQL:
+    """SQL text written once with ``{p}`` for each parameter, rendered for the bound backend on first use."""
+
+    __slots__ = ("_template", "_rendered")
+
+    def __init__(self, template: str) -> None:
+        self._template = template
+        self._rendered: dict[str, str] = {}
+
+    def __str__(self) -> str:
+        mark = placeholder()
+        text = self._rendered.get(mark)
+        if text is None:
+            text = self._rendered[mark] = self._template.replace("{p}", mark)
+        return text
+
+
+def timestamp(value: Any) -> Any:
+    """A timezone-aware datetime as the bound backend stores it (TIMESTAMPTZ, or ISO text on SQLite)."""
+    return value if placeholder() == "%s" else value.isoformat(timespec="microseconds")

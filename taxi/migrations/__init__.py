@@ -1,0 +1,137 @@
+"""Versioned schema migrations, applied in order and recorded in ``taxi_schema_version``.
+
+Each migration is DDL for both backends. ``migrate`` is idempotent and safe to run from several
+processes at once on PostgreSQL (it holds an advisory lock while it works).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import peewee_async
+from peewee_async.databases import fetchall
+
+from taxi.models import utcnow
+
+log = logging.getLogger("taxi.migrations")
+
+_LOCK_KEY = 0x7A7869  # any constant shared by every process that migrates this database
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    postgresql: tuple[str, ...]
+    sqlite: tuple[str, ...]
+
+
+_TRIP_CHECKS = "CHECK (status IN ('REQUESTED', 'STARTED', 'IN_PROGRESS', 'COMPLETED'))"
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        1,
+        "users, trips and revoked refresh tokens",
+        postgresql=(
+            """CREATE TABLE taxi_user (
+                id BIGSERIAL PRIMARY KEY,
+                username VARCHAR(150) NOT NULL UNIQUE,
+                password VARCHAR(128) NOT NULL,
+                first_name VARCHAR(150) NOT NULL DEFAULT '',
+                last_name VARCHAR(150) NOT NULL DEFAULT '',
+                role VARCHAR(10) NOT NULL CHECK (role IN ('rider', 'driver')),
+                photo VARCHAR(255),
+                is_active BOOLEAN NOT NULL DEFAULT TRUE,
+                date_joined TIMESTAMPTZ NOT NULL DEFAULT now())""",
+            f"""CREATE TABLE taxi_trip (
+                id UUID PRIMARY KEY,
+                created TIMESTAMPTZ NOT NULL,
+                updated TIMESTAMPTZ NOT NULL,
+                pick_up_address VARCHAR(255) NOT NULL,
+                drop_off_address VARCHAR(255) NOT NULL,
+                status VARCHAR(20) NOT NULL {_TRIP_CHECKS},
+                rider_id BIGINT REFERENCES taxi_user (id) ON DELETE SET NULL,
+                driver_id BIGINT REFERENCES taxi_user (id) ON DELETE SET NULL)""",
+            "CREATE INDEX taxi_trip_rider_created ON taxi_trip (rider_id, created DESC)",
+            "CREATE INDEX taxi_trip_driver_created ON taxi_trip (driver_id, created DESC)",
+            "CREATE INDEX taxi_trip_requested_created ON taxi_trip (created DESC) WHERE status = 'REQUESTED'",
+            """CREATE TABLE taxi_revoked_token (
+                jti VARCHAR(64) PRIMARY KEY,
+                expires_at TIMESTAMPTZ NOT NULL)""",
+            "CREATE INDEX taxi_revoked_token_expires ON taxi_revoked_token (expires_at)",
+        ),
+        sqlite=(
+            """CREATE TABLE taxi_user (
+                id INTEGER PRIMARY KEY AUTOINCREMENT,
+                username VARCHAR(150) NOT NULL UNIQUE,
+                password VARCHAR(128) NOT NULL,
+                first_name VARCHAR(150) NOT NULL DEFAULT '',
+                last_name VARCHAR(150) NOT NULL DEFAULT '',
+                role VARCHAR(10) NOT NULL CHECK (role IN ('rider', 'driver')),
+                photo VARCHAR(255),
+                is_active INTEGER NOT NULL DEFAULT 1,
+                date_joined TEXT NOT NULL)""",
+            f"""CREATE TABLE taxi_trip (
+                id VARCHAR(36) PRIMARY KEY,
+                created TEXT NOT NULL,
+                updated TEXT NOT NULL,
+                pick_up_address VARCHAR(255) NOT NULL,
+                drop_off_address VARCHAR(255) NOT NULL,
+                status VARCHAR(20) NOT NULL {_TRIP_CHECKS},
+                rider_id INTEGER REFERENCES taxi_user (id) ON DELETE SET NULL,
+                driver_id INTEGER REFERENCES taxi_user (id) ON DELETE SET NULL)""",
+            "CREATE INDEX taxi_trip_rider_created ON taxi_trip (rider_id, created DESC)",
+            "CREATE INDEX taxi_trip_driver_created ON taxi_trip (driver_id, created DESC)",
+            "CREATE INDEX taxi_trip_requested_created ON taxi_trip (created DESC) WHERE status = 'REQUESTED'",
+            """CREATE TABLE taxi_revoked_token (
+                jti VARCHAR(64) PRIMARY KEY,
+                expires_at TEXT NOT NULL)""",
+            "CREATE INDEX taxi_revoked_token_expires ON taxi_revoked_token (expires_at)",
+        ),
+    ),
+)
+
+LATEST = MIGRATIONS[-1].version
+
+
+async def current_version(database: peewee_async.AioDatabase) -> int:
+    """The highest applied migration, 0 for an empty database."""
+    if "taxi_schema_version" not in await database.aio_get_tables():
+        return 0
+    rows = await database.aio_execute_sql("SELECT MAX(version) FROM taxi_schema_version", fetch_results=fetchall)
+    return int(rows[0][0] or 0)
+
+
+async def migrate(database: peewee_async.AioDatabase) -> list[int]:
+    """Apply every pending migration, each in its own transaction; return the versions applied."""
+    sqlite = database.__class__.__name__ == "SqliteDatabase"
+    mark = "?" if sqlite else "%s"
+    applied: list[int] = []
+    async with database.aio_connection():
+        if sqlite:
+            await database.aio_execute_sql("PRAGMA journal_mode=WAL")
+        else:
+            await database.aio_execute_sql("SELECT pg_advisory_lock(%s)", (_LOCK_KEY,))
+        try:
+            await database.aio_execute_sql(
+                "CREATE TABLE IF NOT EXISTS taxi_schema_version "
+                "(version INTEGER PRIMARY KEY, name VARCHAR(200) NOT NULL, applied_at VARCHAR(40) NOT NULL)"
+            )
+            done = await current_version(database)
+            for migration in MIGRATIONS:
+                if migration.version <= done:
+                    continue
+                async with database.aio_atomic():
+                    for statement in migration.sqlite if sqlite else migration.postgresql:
+                        await database.aio_execute_sql(statement)
+                    await database.aio_execute_sql(
+                        f"INSERT INTO taxi_schema_version (version, name, applied_at) VALUES ({mark}, {mark}, {mark})",
+                        (migration.version, migration.name, utcnow().isoformat()),
+                    )
+                log.info("applied migration %04d: %s", migration.version, migration.name)
+                applied.append(migration.version)
+        finally:
+            if not sqlite:
+                await database.aio_execute_sql("SELECT pg_advisory_unlock(%s)", (_LOCK_KEY,))
+    return applied

@@ -1,0 +1,1 @@
+"""Business rules: accounts, trips and photos. Nothing here knows about Sanic."""

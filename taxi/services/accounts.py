@@ -1,0 +1,132 @@
+"""Accounts: sign-up, log-in, token refresh and log-out, and loading the caller a token names."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+import bcrypt
+import peewee
+
+from taxi import db as dbm
+from taxi.errors import AuthenticationFailed, PermissionDenied, ValidationFailed
+from taxi.models import RevokedToken, User, utcnow
+from taxi.schemas import SignUp, user_out
+from taxi.security import ACCESS, REFRESH, TokenIssuer, check_password, hash_password
+
+BAD_CREDENTIALS = "No active account found with the given credentials"
+
+
+@dataclass(frozen=True)
+class Caller:
+    """The authenticated user behind a request or a socket, as stored now (not as the token remembers)."""
+
+    id: int
+    username: str
+    first_name: str
+    last_name: str
+    group: str
+    photo: str | None
+
+    def public(self, public_url: str | None) -> dict[str, Any]:
+        return user_out(self.id, self.username, self.first_name, self.last_name, self.group, self.photo, public_url)
+
+
+_LOAD_CALLER = dbm.SQL(
+    "SELECT id, username, first_name, last_name, role, photo FROM taxi_user WHERE id = {p} AND is_active"
+)
+_FIND_LOGIN = dbm.SQL(
+    "SELECT id, username, first_name, last_name, role, photo, password FROM taxi_user "
+    "WHERE username = {p} AND is_active"
+)
+_IS_REVOKED = dbm.SQL("SELECT 1 FROM taxi_revoked_token WHERE jti = {p}")
+
+
+async def load_caller(user_id: int) -> Caller | None:
+    """The active user with this id, or None if they were deleted or deactivated."""
+    rows = await dbm.fetch_all(str(_LOAD_CALLER), (user_id,))
+    return Caller(*rows[0]) if rows else None
+
+
+class _DummyHash:
+    """A hash to check unknown usernames against, so that log-in takes as long whether or not the user exists."""
+
+    def __init__(self) -> None:
+        self._hashes: dict[int, bytes] = {}
+        self._lock = asyncio.Lock()
+
+    async def get(self, rounds: int) -> str:
+        if rounds not in self._hashes:
+            async with self._lock:
+                if rounds not in self._hashes:
+                    loop = asyncio.get_running_loop()
+                    self._hashes[rounds] = await loop.run_in_executor(
+                        None, lambda: bcrypt.hashpw(b"not a real password", bcrypt.gensalt(rounds))
+                    )
+        return self._hashes[rounds].decode("ascii")
+
+
+_dummy = _DummyHash()
+
+
+class Accounts:
+    """Account operations bound to one token issuer and hashing cost."""
+
+    def __init__(self, tokens: TokenIssuer, bcrypt_rounds: int, public_url: str | None) -> None:
+        self.tokens = tokens
+        self.rounds = bcrypt_rounds
+        self.public_url = public_url
+
+    async def sign_up(self, form: SignUp, photo: str | None) -> dict[str, Any]:
+        """Create a user; a taken username is a 400 on ``username``."""
+        hashed = await hash_password(form.password, self.rounds)
+        try:
+            user = await User.aio_create(
+                username=form.username,
+                password=hashed,
+                first_name=form.first_name,
+                last_name=form.last_name,
+                group=form.group,
+                photo=photo,
+            )
+        except peewee.IntegrityError:
+            raise ValidationFailed.field("username", "A user with that username already exists.") from None
+        return user_out(user.id, user.username, user.first_name, user.last_name, user.group, photo, self.public_url)
+
+    async def log_in(self, username: str, password: str) -> dict[str, str]:
+        """Check credentials and issue an access/refresh pair; one message and one cost for every failure."""
+        rows = await dbm.fetch_all(str(_FIND_LOGIN), (username,))
+        if not rows:
+            await check_password(password, await _dummy.get(self.rounds))
+            raise AuthenticationFailed(BAD_CREDENTIALS, code="no_active_account")
+        *fields, hashed = rows[0]
+        if not await check_password(password, hashed):
+            raise AuthenticationFailed(BAD_CREDENTIALS, code="no_active_account")
+        caller = Caller(*fields)
+        return {"access": self.access_for(caller), "refresh": self.tokens.issue(REFRESH, caller.id)}
+
+    def access_for(self, caller: Caller) -> str:
+        claims = caller.public(self.public_url)
+        del claims["id"]  # the issuer sets it
+        return self.tokens.issue(ACCESS, caller.id, claims)
+
+    async def refresh(self, refresh_token: str) -> dict[str, str]:
+        claims = self.tokens.decode(refresh_token, REFRESH)
+        if await dbm.fetch_all(str(_IS_REVOKED), (claims["jti"],)):
+            raise AuthenticationFailed("Token is blacklisted.", code="token_not_valid")
+        caller = await load_caller(claims["id"])
+        if caller is None:
+            raise AuthenticationFailed("User not found or inactive.", code="user_inactive")
+        return {"access": self.access_for(caller)}
+
+    async def log_out(self, caller: Caller, refresh_token: str) -> None:
+        """Revoke a refresh token of the caller's; later refreshes with it get 401."""
+        claims = self.tokens.decode(refresh_token, REFRESH)
+        if claims["id"] != caller.id:
+            raise PermissionDenied("This refresh token belongs to another user.")
+        expires = dt.datetime.fromtimestamp(claims["exp"], dt.timezone.utc)
+        await RevokedToken.insert(jti=claims["jti"], expires_at=expires).on_conflict_ignore().aio_execute()
+        # Revocations only matter until the token would have expired anyway.
+        await RevokedToken.delete().where(RevokedToken.expires_at < utcnow()).aio_execute()
