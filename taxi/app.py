@@ -14,7 +14,7 @@ from sanic.config import Config
 
 from taxi import __version__
 from taxi import db as dbm
-from taxi.api import auth, media, trips
+from taxi.api import auth, health, media, trips
 from taxi.api.errors import JSONErrorHandler
 from taxi.config import ConfigError, Settings
 from taxi.migrations import LATEST, current_version, migrate
@@ -48,6 +48,7 @@ def create_app(settings: Settings | object | None = None, name: str = "taxi") ->
     app.blueprint(auth.bp)
     app.blueprint(trips.bp)
     app.blueprint(media.bp)
+    app.blueprint(health.bp)
 
     app.register_listener(_check_deployment, "main_process_start")
     app.register_listener(_open_worker, "before_server_start")

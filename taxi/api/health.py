@@ -1,0 +1,19 @@
+"""Liveness for load balancers: a constant answer that touches neither the database nor Redis."""
+
+from __future__ import annotations
+
+from sanic import Blueprint, HTTPResponse, Request
+from sanic_ext import openapi
+
+from taxi.api.common import json_response
+
+bp = Blueprint("health", url_prefix="/api")
+
+_OK = {"status": "ok"}
+
+
+@bp.get("/health/")
+@openapi.summary("Liveness: 200 while this worker serves requests")
+@openapi.response(200, {"application/json": dict}, "Alive")
+async def health(request: Request) -> HTTPResponse:
+    return json_response(_OK)
