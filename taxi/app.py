@@ -33,6 +33,7 @@ def create_app(settings: Settings | object | None = None, name: str = "taxi") ->
 
     The Sanic CLI calls factories with its parsed arguments; anything but Settings means "from the environment".
     """
+    _log_to_stderr()
     if not isinstance(settings, Settings):
         settings = Settings.from_env()
     app: TaxiApp = Sanic(name, error_handler=JSONErrorHandler(), ctx=SimpleNamespace())
@@ -54,6 +55,16 @@ def create_app(settings: Settings | object | None = None, name: str = "taxi") ->
     app.register_listener(_open_worker, "before_server_start")
     app.register_listener(_close_worker, "after_server_stop")
     return app
+
+
+def _log_to_stderr() -> None:
+    """Give the ``taxi`` loggers a handler shaped like Sanic's, once per process (Sanic only configures its own)."""
+    logger = logging.getLogger("taxi")
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s [%(process)d] %(levelname)s %(name)s: %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
 
 
 def _configure(app: TaxiApp, settings: Settings) -> None:

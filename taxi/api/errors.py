@@ -6,7 +6,7 @@ import logging
 
 import peewee
 from sanic import HTTPResponse, Request
-from sanic.exceptions import MethodNotAllowed, PayloadTooLarge, SanicException
+from sanic.exceptions import MethodNotAllowed, PayloadTooLarge, RequestCancelled, SanicException
 from sanic.handlers import ErrorHandler
 
 from taxi.api.common import json_response
@@ -20,6 +20,9 @@ UNAVAILABLE = (peewee.OperationalError, peewee.InterfaceError, ConnectionError, 
 
 class JSONErrorHandler(ErrorHandler):
     def default(self, request: Request, exception: Exception) -> HTTPResponse:
+        if isinstance(exception, RequestCancelled):
+            # The client hung up mid-request: nobody will read an answer, and it is not our error.
+            return HTTPResponse(status=503)
         if isinstance(exception, APIError):
             return json_response(exception.body(), exception.status, exception.headers())
         if isinstance(exception, SanicException):

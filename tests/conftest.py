@@ -1,0 +1,124 @@
+"""Fixtures: one PostgreSQL database and one SQLite file per test run, emptied before every test.
+
+Set TAXI_TEST_PG_HOST/PORT/USER and TAXI_TEST_REDIS_URL to point the suite elsewhere; by default it
+uses the PostgreSQL and Redis on 127.0.0.1. The run's database is dropped at the end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg2
+import pytest
+from sanic import Sanic
+from sanic_testing.reusable import ReusableClient
+
+from taxi import db as dbm
+from taxi.app import TaxiApp, create_app
+from taxi.config import DatabaseURL, Settings
+from taxi.migrations import migrate
+from tests.support import SyncDB, free_port
+
+RUN_ID = f"{os.getpid()}_{secrets.token_hex(3)}"
+PG_HOST = os.environ.get("TAXI_TEST_PG_HOST", "127.0.0.1")
+PG_PORT = int(os.environ.get("TAXI_TEST_PG_PORT", "5432"))
+PG_USER = os.environ.get("TAXI_TEST_PG_USER", "postgres")
+REDIS_URL = os.environ.get("TAXI_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+SECRET = "test-secret-" + "k" * 40
+
+Sanic.test_mode = True
+
+
+async def _migrate(url: DatabaseURL) -> None:
+    database = dbm.make_database(url, 1)
+    await database.aio_connect()
+    try:
+        await migrate(database)
+    finally:
+        await database.aio_close()
+
+
+def _admin() -> psycopg2.extensions.connection:
+    conn = psycopg2.connect(dbname="postgres", host=PG_HOST, port=PG_PORT, user=PG_USER)
+    conn.autocommit = True
+    return conn
+
+
+@pytest.fixture(scope="session")
+def postgresql_url() -> Iterator[DatabaseURL]:
+    name = f"taxi_test_{RUN_ID}"
+    conn = _admin()
+    try:
+        conn.cursor().execute(f'CREATE DATABASE "{name}"')
+    finally:
+        conn.close()
+    url = DatabaseURL(backend="postgresql", name=name, host=PG_HOST, port=PG_PORT, user=PG_USER)
+    try:
+        asyncio.run(_migrate(url))
+        yield url
+    finally:
+        conn = _admin()
+        try:
+            conn.cursor().execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            conn.close()
+
+
+@pytest.fixture(scope="session")
+def sqlite_url(tmp_path_factory: pytest.TempPathFactory) -> DatabaseURL:
+    url = DatabaseURL(backend="sqlite", name=str(tmp_path_factory.mktemp("sqlite") / "taxi.sqlite3"))
+    asyncio.run(_migrate(url))
+    return url
+
+
+@pytest.fixture(params=["postgresql", "sqlite"])
+def database_url(request: pytest.FixtureRequest) -> DatabaseURL:
+    """Each test that uses it runs on both backends, starting from empty tables."""
+    url: DatabaseURL = request.getfixturevalue(f"{request.param}_url")
+    SyncDB(url).reset()
+    return url
+
+
+@pytest.fixture
+def pg_database_url(postgresql_url: DatabaseURL) -> DatabaseURL:
+    """PostgreSQL only, emptied (for tests of production-only behaviour)."""
+    SyncDB(postgresql_url).reset()
+    return postgresql_url
+
+
+@pytest.fixture
+def sql(database_url: DatabaseURL) -> SyncDB:
+    return SyncDB(database_url)
+
+
+@pytest.fixture
+def settings(database_url: DatabaseURL, tmp_path: Path) -> Settings:
+    return make_settings(database_url, tmp_path)
+
+
+def make_settings(url: DatabaseURL, tmp_path: Path, **overrides: object) -> Settings:
+    values: dict[str, object] = dict(
+        database=url,
+        secret_key=SECRET,
+        media_root=tmp_path / "media",
+        bcrypt_rounds=4,
+        redis_prefix=f"taxi_test_{RUN_ID}_{secrets.token_hex(3)}:",
+    )
+    values.update(overrides)
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def app(settings: Settings) -> TaxiApp:
+    return create_app(settings, name=f"taxi_{secrets.token_hex(4)}")
+
+
+@pytest.fixture
+def client(app: TaxiApp) -> Iterator[ReusableClient]:
+    """A real server for this test (sanic-testing), reused by every request the test makes."""
+    with ReusableClient(app, port=free_port()) as client:
+        yield client

@@ -1,0 +1,177 @@
+"""Sign-up, log-in, refresh and log-out over HTTP: the reference client's flows and every error path."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+
+import jwt
+
+from tests.conftest import SECRET
+from tests.support import PASSWORD, bearer, log_in, png, sign_up
+
+
+def claims_of(token: str) -> dict[str, object]:
+    payload = token.split(".")[1]
+    return dict(json.loads(base64.urlsafe_b64decode(payload + "==")))
+
+
+def test_user_can_sign_up_with_json(client, sql):
+    body = sign_up(client, "user@example.com", first_name="Test", last_name="User")
+    assert body == {
+        "id": sql.user_id("user@example.com"),
+        "username": "user@example.com",
+        "first_name": "Test",
+        "last_name": "User",
+        "group": "rider",
+        "photo": None,
+    }
+    stored = sql.fetch("SELECT password FROM taxi_user WHERE username = %s", ("user@example.com",))[0][0]
+    assert stored.startswith("$2b$") and PASSWORD not in stored
+
+
+def test_user_can_sign_up_with_a_photo_as_multipart(client, settings):
+    _, resp = client.post(
+        "/api/sign_up/",
+        data={
+            "username": "rider@example.com",
+            "first_name": "Test",
+            "last_name": "User",
+            "password1": PASSWORD,
+            "password2": PASSWORD,
+            "group": "driver",
+        },
+        files={"photo": ("photo.png", png(), "image/png")},
+    )
+    assert resp.status == 201, resp.text
+    photo = resp.json["photo"]
+    assert photo.startswith("/media/photos/") and photo.endswith(".png")
+    _, got = client.get(photo)
+    assert got.status == 200
+    assert got.headers["content-type"] == "image/png"
+    assert got.content == png()
+    assert len(list((settings.media_root / "photos").iterdir())) == 1
+
+
+def test_sign_up_refuses_bad_fields_with_one_message_list_per_field(client):
+    _, resp = client.post(
+        "/api/sign_up/",
+        json={"username": "", "password1": "short", "password2": "short", "group": "pilot", "first_name": 7},
+    )
+    assert resp.status == 400
+    assert set(resp.json) == {"username", "password1", "group", "first_name"}
+    assert all(isinstance(v, list) and v and isinstance(v[0], str) for v in resp.json.values())
+
+
+def test_sign_up_password_mismatch_is_a_non_field_error(client):
+    _, resp = client.post(
+        "/api/sign_up/",
+        json={"username": "u1", "password1": PASSWORD, "password2": PASSWORD + "x", "group": "rider"},
+    )
+    assert resp.status == 400
+    assert resp.json == {"non_field_errors": ["Passwords must match."]}
+
+
+def test_sign_up_refuses_a_taken_username(client):
+    sign_up(client, "taken@example.com")
+    _, resp = client.post(
+        "/api/sign_up/",
+        json={"username": "taken@example.com", "password1": PASSWORD, "password2": PASSWORD, "group": "driver"},
+    )
+    assert resp.status == 400
+    assert list(resp.json) == ["username"]
+
+
+def test_sign_up_refuses_passwords_bcrypt_cannot_hash(client):
+    long = "é" * 40  # 80 bytes in UTF-8: bcrypt 5 would raise
+    _, resp = client.post(
+        "/api/sign_up/", json={"username": "u2", "password1": long, "password2": long, "group": "rider"}
+    )
+    assert resp.status == 400
+    assert "72 bytes" in resp.json["password1"][0]
+
+
+def test_user_can_log_in_and_the_access_token_carries_the_user(client, sql):
+    sign_up(client, "driver@example.com", group="driver", first_name="Dee", last_name="River")
+    tokens = log_in(client, "driver@example.com")
+    access = claims_of(tokens["access"])
+    assert access["id"] == sql.user_id("driver@example.com")
+    assert access["username"] == "driver@example.com"
+    assert access["first_name"] == "Dee" and access["last_name"] == "River"
+    assert access["group"] == "driver" and access["photo"] is None
+    assert access["token_type"] == "access"
+    assert access["exp"] - access["iat"] == 300
+    refresh = claims_of(tokens["refresh"])
+    assert refresh["token_type"] == "refresh" and refresh["id"] == access["id"]
+    assert refresh["jti"] != access["jti"]
+    # Signed with our key, HS256.
+    jwt.decode(tokens["access"], SECRET, algorithms=["HS256"])
+
+
+def test_wrong_password_and_unknown_user_get_the_same_401(client):
+    sign_up(client, "someone@example.com")
+    _, wrong = client.post("/api/log_in/", json={"username": "someone@example.com", "password": "nope-nope"})
+    _, unknown = client.post("/api/log_in/", json={"username": "nobody@example.com", "password": "nope-nope"})
+    assert wrong.status == unknown.status == 401
+    assert wrong.json == unknown.json
+    assert set(wrong.json) == {"detail"}
+
+
+def test_inactive_user_cannot_log_in(client, sql):
+    sign_up(client, "gone@example.com")
+    sql.execute("UPDATE taxi_user SET is_active = %s WHERE username = %s", (False, "gone@example.com"))
+    _, resp = client.post("/api/log_in/", json={"username": "gone@example.com", "password": PASSWORD})
+    assert resp.status == 401
+
+
+def test_refresh_gives_a_new_access_token(client):
+    sign_up(client, "r@example.com")
+    tokens = log_in(client, "r@example.com")
+    _, resp = client.post("/api/token/refresh/", json={"refresh": tokens["refresh"]})
+    assert resp.status == 200
+    assert set(resp.json) == {"access"}
+    new = claims_of(resp.json["access"])
+    assert new["token_type"] == "access" and new["username"] == "r@example.com"
+    _, listed = client.get("/api/trip/", headers=bearer(resp.json["access"]))
+    assert listed.status == 200
+
+
+def test_refresh_refuses_access_tokens_garbage_and_expired_tokens(client, sql):
+    sign_up(client, "r2@example.com")
+    tokens = log_in(client, "r2@example.com")
+    now = int(time.time())
+    expired = jwt.encode(
+        {"token_type": "refresh", "exp": now - 10, "iat": now - 100, "jti": "x", "id": 1}, SECRET, algorithm="HS256"
+    )
+    for bad in (tokens["access"], "garbage", expired, tokens["refresh"] + "x"):
+        _, resp = client.post("/api/token/refresh/", json={"refresh": bad})
+        assert resp.status == 401, bad
+        assert set(resp.json) == {"detail"}
+    _, missing = client.post("/api/token/refresh/", json={})
+    assert missing.status == 400 and "refresh" in missing.json
+
+
+def test_log_out_revokes_the_refresh_token(client):
+    sign_up(client, "out@example.com")
+    tokens = log_in(client, "out@example.com")
+    _, resp = client.post("/api/log_out/", json={"refresh": tokens["refresh"]}, headers=bearer(tokens["access"]))
+    assert resp.status == 204
+    _, again = client.post("/api/token/refresh/", json={"refresh": tokens["refresh"]})
+    assert again.status == 401
+    # Another session of the same user is unaffected.
+    other = log_in(client, "out@example.com")
+    _, ok = client.post("/api/token/refresh/", json={"refresh": other["refresh"]})
+    assert ok.status == 200
+
+
+def test_log_out_needs_an_access_token_and_the_callers_own_refresh_token(client):
+    sign_up(client, "a@example.com")
+    sign_up(client, "b@example.com")
+    a, b = log_in(client, "a@example.com"), log_in(client, "b@example.com")
+    _, anonymous = client.post("/api/log_out/", json={"refresh": a["refresh"]})
+    assert anonymous.status == 401
+    _, foreign = client.post("/api/log_out/", json={"refresh": a["refresh"]}, headers=bearer(b["access"]))
+    assert foreign.status == 403
+    _, still = client.post("/api/token/refresh/", json={"refresh": a["refresh"]})
+    assert still.status == 200

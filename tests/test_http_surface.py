@@ -1,0 +1,76 @@
+"""The HTTP surface around the endpoints: JSON errors for everything, CORS, OpenAPI, health."""
+
+from __future__ import annotations
+
+import secrets
+
+import pytest
+
+from taxi.app import create_app
+from tests.conftest import make_settings
+
+
+def test_unknown_path_and_wrong_method_are_json(client):
+    _, missing = client.get("/api/nowhere/")
+    assert missing.status == 404 and set(missing.json) == {"detail"}
+    _, wrong = client.put("/api/log_in/", json={})
+    assert wrong.status == 405 and set(wrong.json) == {"detail"}
+    assert "POST" in wrong.headers["allow"]
+
+
+@pytest.mark.parametrize(
+    "body,ctype",
+    [(b"{not json", "application/json"), (b"[1, 2]", "application/json"), (b'"text"', "application/json"),
+     (b"\xff\xfe\x00", "application/json"), (b"null", "application/json")],
+)
+def test_malformed_or_non_object_json_is_400(client, body, ctype):
+    for path in ("/api/sign_up/", "/api/log_in/", "/api/token/refresh/"):
+        _, resp = client.post(path, content=body, headers={"content-type": ctype})
+        assert resp.status == 400, (path, body)
+        assert list(resp.json) == ["non_field_errors"]
+
+
+def test_wrong_types_in_fields_are_400_not_500(client):
+    for body in ({"username": ["x"], "password": {"a": 1}}, {"username": None, "password": 12}):
+        _, resp = client.post("/api/log_in/", json=body)
+        assert resp.status == 400 and set(resp.json) <= {"username", "password"}
+
+
+def test_health_is_constant_json(client):
+    _, resp = client.get("/api/health/")
+    assert resp.status == 200 and resp.json == {"status": "ok"}
+
+
+def test_openapi_describes_every_endpoint(client):
+    _, resp = client.get("/docs/openapi.json")
+    assert resp.status == 200
+    paths = resp.json["paths"]
+    for path in ("/api/sign_up", "/api/log_in", "/api/token/refresh", "/api/log_out", "/api/trip",
+                 "/api/trip/{trip_id}", "/media/photos/{name}"):
+        assert path in paths, sorted(paths)
+    assert "token" in resp.json["components"]["securitySchemes"]
+    _, page = client.get("/docs")
+    assert page.status == 200 and "html" in page.headers["content-type"]
+
+
+def test_cors_allows_configured_origins_only(database_url, tmp_path):
+    from sanic_testing.reusable import ReusableClient
+
+    from tests.support import free_port
+
+    settings = make_settings(database_url, tmp_path, cors_origins=("http://localhost:3000",))
+    app = create_app(settings, name=f"taxi_{secrets.token_hex(4)}")
+    with ReusableClient(app, port=free_port()) as client:
+        preflight_headers = {
+            "Origin": "http://localhost:3000",
+            "Access-Control-Request-Method": "GET",
+            "Access-Control-Request-Headers": "authorization",
+        }
+        _, pre = client.options("/api/trip/", headers=preflight_headers)
+        assert pre.status == 204
+        assert pre.headers["access-control-allow-origin"] == "http://localhost:3000"
+        assert "authorization" in pre.headers["access-control-allow-headers"].lower()
+        _, get = client.get("/api/health/", headers={"Origin": "http://localhost:3000"})
+        assert get.headers["access-control-allow-origin"] == "http://localhost:3000"
+        _, evil = client.get("/api/health/", headers={"Origin": "http://evil.example"})
+        assert "access-control-allow-origin" not in evil.headers

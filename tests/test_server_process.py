@@ -1,0 +1,118 @@
+"""The production shape: ``sanic taxi.app:create_app --factory --workers 2`` on PostgreSQL + Redis."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from tests.conftest import REDIS_URL, SECRET
+from tests.servers import ROOT, ServerProcess
+from tests.support import PASSWORD
+
+
+def call(url: str, method: str = "GET", body: dict | None = None, token: str | None = None) -> tuple[int, object]:
+    req = urllib.request.Request(url, method=method, data=json.dumps(body).encode() if body is not None else None)
+    req.add_header("Content-Type", "application/json")
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return resp.status, json.loads(resp.read() or b"null")
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read() or b"null")
+
+
+def pg_env(url, tmp_path) -> dict[str, str]:
+    return {
+        "TAXI_DATABASE_URL": f"postgresql://{url.user}@{url.host}:{url.port}/{url.name}",
+        "TAXI_REDIS_URL": REDIS_URL,
+        "TAXI_REDIS_PREFIX": f"taxi_test_{tmp_path.name}:",
+        "TAXI_SECRET_KEY": SECRET,
+        "TAXI_BCRYPT_ROUNDS": "4",
+        "TAXI_MEDIA_ROOT": str(tmp_path / "media"),
+    }
+
+
+def test_two_workers_serve_the_api_and_stop_cleanly(pg_database_url, tmp_path):
+    with ServerProcess(pg_env(pg_database_url, tmp_path), workers=2) as server:
+        status, user = call(f"{server.url}/api/sign_up/", "POST", {
+            "username": "w@example.com", "password1": PASSWORD, "password2": PASSWORD, "group": "rider"})
+        assert status == 201, user
+        status, tokens = call(f"{server.url}/api/log_in/", "POST", {"username": "w@example.com", "password": PASSWORD})
+        assert status == 200
+        # Many concurrent requests, spread by the kernel over both workers; all are served.
+        with ThreadPoolExecutor(16) as pool:
+            results = list(pool.map(lambda _: call(f"{server.url}/api/trip/", token=tokens["access"]), range(64)))
+        assert results == [(200, [])] * 64
+        assert server.stop() == 0
+    log = server.output()
+    assert log.count("Starting worker") >= 2, log
+    assert "Traceback" not in log, log
+
+
+def test_several_workers_without_redis_refuse_to_start(tmp_path):
+    env = {"TAXI_DATABASE_URL": f"sqlite:///{tmp_path}/t.sqlite3", "TAXI_REDIS_URL": ""}
+    server = ServerProcess(env, workers=2)
+    with pytest.raises(RuntimeError) as err:
+        server.start()
+    assert "TAXI_REDIS_URL" in str(err.value)
+
+
+def test_postgresql_without_a_strong_secret_refuses_to_start(pg_database_url, tmp_path):
+    env = pg_env(pg_database_url, tmp_path) | {"TAXI_SECRET_KEY": "short"}
+    with pytest.raises(RuntimeError) as err:
+        ServerProcess(env).start()
+    assert "TAXI_SECRET_KEY" in str(err.value)
+
+
+def test_embedded_default_migrates_itself_and_keeps_one_secret(tmp_path):
+    env = {"TAXI_DATABASE_URL": f"sqlite:///{tmp_path}/first.sqlite3", "TAXI_REDIS_URL": "",
+           "TAXI_SECRET_KEY": "", "TAXI_BCRYPT_ROUNDS": "4", "TAXI_MEDIA_ROOT": str(tmp_path / "m")}
+    with ServerProcess(env) as server:
+        status, _ = call(f"{server.url}/api/sign_up/", "POST", {
+            "username": "first@example.com", "password1": PASSWORD, "password2": PASSWORD, "group": "driver"})
+        assert status == 201
+        _, tokens = call(f"{server.url}/api/log_in/", "POST", {"username": "first@example.com", "password": PASSWORD})
+    secret = (tmp_path / ".taxi-secret").read_text()
+    assert len(secret) >= 32
+    # A restart signs with the same key: the old token still works.
+    with ServerProcess(env) as again:
+        status, trips = call(f"{again.url}/api/trip/", token=tokens["access"])
+        assert (status, trips) == (200, [])
+    assert (tmp_path / ".taxi-secret").read_text() == secret
+    with sqlite3.connect(tmp_path / "first.sqlite3") as conn:
+        assert conn.execute("SELECT MAX(version) FROM taxi_schema_version").fetchone()[0] >= 1
+
+
+def test_postgresql_server_refuses_an_unmigrated_database(postgresql_url, tmp_path):
+    import psycopg2
+
+    name = f"{postgresql_url.name}_empty"
+    admin = psycopg2.connect(dbname="postgres", host=postgresql_url.host, port=postgresql_url.port,
+                             user=postgresql_url.user)
+    admin.autocommit = True
+    admin.cursor().execute(f'CREATE DATABASE "{name}"')
+    try:
+        env = pg_env(postgresql_url, tmp_path)
+        env["TAXI_DATABASE_URL"] = env["TAXI_DATABASE_URL"].rsplit("/", 1)[0] + f"/{name}"
+        with pytest.raises(RuntimeError) as err:
+            ServerProcess(env).start()
+        assert "python -m taxi migrate" in str(err.value)
+        out = subprocess.run([sys.executable, "-m", "taxi", "migrate"], cwd=ROOT, capture_output=True, text=True,
+                             env={**env, "PATH": "/usr/bin:/bin"}, check=True).stdout
+        assert "applied 1" in out
+        again = subprocess.run([sys.executable, "-m", "taxi", "migrate"], cwd=ROOT, capture_output=True, text=True,
+                               env={**env, "PATH": "/usr/bin:/bin"}, check=True).stdout
+        assert "nothing to do" in again
+        with ServerProcess(env) as server:
+            assert call(f"{server.url}/api/health/") == (200, {"status": "ok"})
+    finally:
+        admin.cursor().execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
