@@ -14,10 +14,12 @@ from sanic.config import Config
 
 from taxi import __version__
 from taxi import db as dbm
-from taxi.api import auth, health, media, trips
+from taxi.api import auth, health, media, socket, trips
 from taxi.api.errors import JSONErrorHandler
 from taxi.config import ConfigError, Settings
 from taxi.migrations import LATEST, current_version, migrate
+from taxi.realtime import Hub, LocalBroker, RedisBroker, Relay
+from taxi.realtime.broker import Broker
 from taxi.security import TokenIssuer
 from taxi.services.accounts import Accounts
 from taxi.services.media import Media
@@ -50,6 +52,7 @@ def create_app(settings: Settings | object | None = None, name: str = "taxi") ->
     app.blueprint(trips.bp)
     app.blueprint(media.bp)
     app.blueprint(health.bp)
+    app.blueprint(socket.bp)
 
     app.register_listener(_check_deployment, "main_process_start")
     app.register_listener(_open_worker, "before_server_start")
@@ -115,11 +118,23 @@ async def _check_deployment(app: TaxiApp) -> None:
 
 
 async def _open_worker(app: TaxiApp) -> None:
+    """In every worker: its database pool, its hub, and its broker connection."""
     settings: Settings = app.ctx.settings
     app.ctx.database = await dbm.connect(settings.database, settings.db_pool_size)
+    hub = Hub()
+    broker: Broker
+    if settings.redis_url:
+        broker = RedisBroker(settings.redis_url, settings.redis_prefix, hub.deliver)
+    else:
+        broker = LocalBroker(hub.deliver)
+    await broker.start()
+    app.ctx.relay = Relay(hub, broker)
 
 
 async def _close_worker(app: TaxiApp) -> None:
+    relay = getattr(app.ctx, "relay", None)
+    if relay is not None:
+        await relay.broker.stop()
     database = getattr(app.ctx, "database", None)
     if database is not None:
         await database.aio_close()

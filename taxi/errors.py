@@ -57,7 +57,7 @@ class AuthenticationFailed(APIError):
 
 class PermissionDenied(APIError):
     status = 403
-    code = "permission_denied"
+    code = "forbidden"
 
 
 class NotFound(APIError):

@@ -40,10 +40,11 @@ _INSERT = dbm.SQL(
 )
 _ACCEPT = dbm.SQL(
     "UPDATE taxi_trip SET status = {p}, driver_id = {p}, updated = {p} "
-    "WHERE id = {p} AND status = 'REQUESTED' AND driver_id IS NULL"
+    "WHERE id = {p} AND status = 'REQUESTED' AND driver_id IS NULL AND ({p} IS NULL OR rider_id = {p})"
 )
 _ADVANCE = dbm.SQL(
-    "UPDATE taxi_trip SET status = {p}, updated = {p} WHERE id = {p} AND status = {p} AND driver_id = {p}"
+    "UPDATE taxi_trip SET status = {p}, updated = {p} "
+    "WHERE id = {p} AND status = {p} AND driver_id = {p} AND ({p} IS NULL OR rider_id = {p})"
 )
 _OPEN_TRIPS_RIDER = dbm.SQL("SELECT id FROM taxi_trip WHERE rider_id = {p} AND status <> 'COMPLETED'")
 _OPEN_TRIPS_DRIVER = dbm.SQL("SELECT id FROM taxi_trip WHERE driver_id = {p} AND status <> 'COMPLETED'")
@@ -144,11 +145,14 @@ class Trips:
         }
         return TripView(str(trip_id), REQUESTED, caller.id, None, data)
 
-    async def advance(self, caller: Caller, trip_id: uuid.UUID, status: str) -> TripView:
+    async def advance(
+        self, caller: Caller, trip_id: uuid.UUID, status: str, claimed_rider: int | None = None
+    ) -> TripView:
         """Move a trip one step along TRANSITIONS on behalf of a driver; return the trip as committed.
 
-        Errors: ``forbidden`` (not a driver), ``not_found`` (unknown or invisible), ``trip_unavailable``
-        (someone else took it first), ``invalid_transition`` (no such step from the current status).
+        ``claimed_rider`` is the rider id the client believes the trip has: if given, it must be right.
+        Errors: ``forbidden`` (not a driver, or a wrong rider), ``not_found`` (unknown or invisible),
+        ``trip_unavailable`` (someone else took it first), ``invalid_transition`` (no such step now).
         """
         if caller.group != DRIVER:
             raise PermissionDenied("Only drivers can update trips.", code="forbidden")
@@ -157,12 +161,17 @@ class Trips:
         now = utcnow()
         stamp = dbm.timestamp(now)
         if status == STARTED:
-            changed = await dbm.execute(str(_ACCEPT), (STARTED, caller.id, stamp, trip_id.hex))
+            changed = await dbm.execute(
+                str(_ACCEPT), (STARTED, caller.id, stamp, trip_id.hex, claimed_rider, claimed_rider)
+            )
         else:
             previous = next((k for k, v in TRANSITIONS.items() if v == status), None)
             changed = 0
             if previous is not None:
-                changed = await dbm.execute(str(_ADVANCE), (status, stamp, trip_id.hex, previous, caller.id))
+                changed = await dbm.execute(
+                    str(_ADVANCE),
+                    (status, stamp, trip_id.hex, previous, caller.id, claimed_rider, claimed_rider),
+                )
         trip = await self.fetch(trip_id)
         if changed == 1 and trip is not None:
             return trip
@@ -171,6 +180,8 @@ class Trips:
             if trip is not None and status == STARTED and trip.driver_id is not None:
                 raise Conflict("This trip has already been accepted by another driver.", code="trip_unavailable")
             raise NotFound("Not found.")
+        if claimed_rider is not None and trip.rider_id != claimed_rider:
+            raise PermissionDenied("The rider you sent is not this trip's rider.")
         if trip.status == COMPLETED or TRANSITIONS.get(trip.status) != status:
             raise Conflict(
                 f"Cannot change a {trip.status} trip to {status}; the next status is "

@@ -1,0 +1,235 @@
+"""Brokers carry a group's events to every worker that has a member of the group.
+
+``RedisBroker`` keeps one pub/sub connection per worker, subscribed only to the channels of groups with a
+local member; a publish is one PUBLISH whatever the number of sockets. ``LocalBroker`` is the same
+interface inside one process, for the embedded single-worker default.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import uuid
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+log = logging.getLogger("taxi.realtime")
+
+Deliver = Callable[[str, str], object]  # (group, payload) -> delivered locally
+
+
+class BrokerUnavailable(Exception):
+    """The broker cannot carry events right now (Redis is down or too slow)."""
+
+
+class Broker(Protocol):
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    async def subscribe(self, group: str) -> None:
+        """Return once events published to ``group`` from now on reach this worker."""
+
+    def unsubscribe(self, group: str) -> None:
+        """Stop receiving ``group`` (its last local member left). Never blocks."""
+
+    async def publish(self, group: str, payload: str) -> None:
+        """Send ``payload`` to every worker subscribed to ``group``; BrokerUnavailable if it cannot."""
+
+
+class LocalBroker:
+    """The in-process broker: publishing is local delivery. Valid for one worker only."""
+
+    def __init__(self, deliver: Deliver) -> None:
+        self._deliver = deliver
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        return None
+
+    async def subscribe(self, group: str) -> None:
+        return None
+
+    def unsubscribe(self, group: str) -> None:
+        return None
+
+    async def publish(self, group: str, payload: str) -> None:
+        self._deliver(group, payload)
+
+
+class RedisBroker:
+    """Redis pub/sub for one worker: SUBSCRIBE on a group's first local member, UNSUBSCRIBE on its last.
+
+    Commands go out in order through one control task, so a leave followed by a join ends subscribed.
+    ``subscribe`` waits for Redis's confirmation: after it returns, no later PUBLISH can miss this worker.
+    After a lost connection the reader keeps trying; redis-py resubscribes every channel on reconnect.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        prefix: str,
+        deliver: Deliver,
+        *,
+        confirm_timeout: float = 5.0,
+        publish_timeout: float = 2.0,
+    ) -> None:
+        self._url = url
+        self._prefix = f"{prefix}group:"
+        self._deliver = deliver
+        self._confirm_timeout = confirm_timeout
+        self._publish_timeout = publish_timeout
+        self._redis: aioredis.Redis | None = None
+        self._pubsub: Any = None
+        self._commands: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
+        self._wanted: dict[str, asyncio.Future[None]] = {}  # channel -> confirmed when Redis says so
+        self._awaiting: dict[str, collections.deque[asyncio.Future[None]]] = collections.defaultdict(
+            collections.deque
+        )
+        self._tasks: list[asyncio.Task[None]] = []
+        self._down = False
+        self.reconnects = 0
+
+    async def start(self) -> None:
+        self._redis = aioredis.from_url(
+            self._url,
+            decode_responses=True,
+            health_check_interval=15,
+            socket_connect_timeout=self._publish_timeout,
+            socket_timeout=self._publish_timeout,
+            socket_keepalive=True,
+        )
+        self._pubsub = self._redis.pubsub()
+        # get_message() needs a subscription to read from (redis-py raises otherwise): a private control channel.
+        await self._pubsub.subscribe(f"{self._prefix[:-6]}worker:{uuid.uuid4().hex}")
+        self._tasks = [
+            asyncio.create_task(self._read(), name="redis-reader"),
+            asyncio.create_task(self._control(), name="redis-control"),
+        ]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+        for fut in self._wanted.values():
+            if not fut.done():
+                fut.cancel()
+        if self._pubsub is not None:
+            await self._pubsub.aclose()
+        if self._redis is not None:
+            await self._redis.aclose()
+
+    def channel(self, group: str) -> str:
+        return self._prefix + group
+
+    async def subscribe(self, group: str) -> None:
+        channel = self.channel(group)
+        fut = self._wanted.get(channel)
+        if fut is None or _failed(fut):
+            fut = self._ask(channel)
+        if fut.done():
+            return
+        try:
+            await asyncio.wait_for(asyncio.shield(fut), self._confirm_timeout)
+        except BrokerUnavailable:
+            raise
+        except TimeoutError:
+            raise BrokerUnavailable(f"Redis did not confirm the subscription to {group!r} in time") from None
+
+    def _ask(self, channel: str) -> asyncio.Future[None]:
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._wanted[channel] = fut
+        self._commands.put_nowait(("subscribe", channel))
+        return fut
+
+    def unsubscribe(self, group: str) -> None:
+        channel = self.channel(group)
+        if self._wanted.pop(channel, None) is not None:
+            self._commands.put_nowait(("unsubscribe", channel))
+
+    async def publish(self, group: str, payload: str) -> None:
+        assert self._redis is not None, "broker not started"
+        try:
+            await asyncio.wait_for(self._redis.publish(self.channel(group), payload), self._publish_timeout)
+        except (TimeoutError, RedisError, OSError) as exc:
+            raise BrokerUnavailable(f"could not publish to {group!r}: {exc!r}") from None
+
+    @property
+    def subscribed_groups(self) -> list[str]:
+        """Groups whose channel this worker holds a subscription for (or is subscribing to)."""
+        return [c[len(self._prefix) :] for c in self._wanted]
+
+    async def _control(self) -> None:
+        """Send SUBSCRIBE/UNSUBSCRIBE in the order they were asked for."""
+        while True:
+            action, channel = await self._commands.get()
+            try:
+                if action == "subscribe":
+                    fut = self._wanted.get(channel)
+                    if fut is None or fut.done():
+                        continue  # left again before we got to it
+                    self._awaiting[channel].append(fut)
+                    await self._pubsub.subscribe(channel)
+                else:
+                    await self._pubsub.unsubscribe(channel)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # Redis is down: fail the waiters; the next join asks again
+                log.warning("redis %s %s failed: %r", action, channel, exc)
+                waiters = self._awaiting.pop(channel, collections.deque())
+                for fut in waiters:
+                    if not fut.done():
+                        fut.set_exception(BrokerUnavailable(repr(exc)))
+                        fut.exception()  # retrieved: no "never retrieved" noise if nobody waits any more
+
+    async def _read(self) -> None:
+        """Deliver messages to the hub; keep going through connection loss (and say so in the log)."""
+        backoff = 0.1
+        while True:
+            try:
+                message = await self._pubsub.get_message(timeout=1.0)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # ConnectionError, TimeoutError, ...: redis-py reconnects on the next read
+                if not self._down:
+                    self._down = True
+                    log.warning("redis pub/sub connection lost (%r); reconnecting", exc)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+                continue
+            if self._down:
+                self._down = False
+                self.reconnects += 1
+                backoff = 0.1
+                # redis-py resubscribed what it had; ask again for what failed while Redis was away.
+                retry = [channel for channel, fut in self._wanted.items() if _failed(fut)]
+                for channel in retry:
+                    self._ask(channel)
+                log.warning("redis pub/sub reconnected; %d group channels resubscribed", len(self._wanted))
+            if message is None:
+                continue
+            kind = message["type"]
+            if kind == "message":
+                channel = message["channel"]
+                if channel.startswith(self._prefix):
+                    try:
+                        self._deliver(channel[len(self._prefix) :], message["data"])
+                    except Exception:
+                        log.exception("delivering a message on %s failed", channel)
+            elif kind == "subscribe":
+                waiters = self._awaiting.get(message["channel"])
+                if waiters:
+                    fut = waiters.popleft()
+                    if not fut.done():
+                        fut.set_result(None)
+
+
+def _failed(fut: asyncio.Future[None]) -> bool:
+    return fut.done() and (fut.cancelled() or fut.exception() is not None)

@@ -1,0 +1,83 @@
+"""One connected socket's outbound side: a bounded queue drained by its own writer task.
+
+Broadcasts never wait for a slow client: ``offer`` only enqueues. A client that lets its queue fill up is
+disconnected (code 1013, "try again later") instead of slowing its groups down or growing memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+
+log = logging.getLogger("taxi.realtime")
+
+TOO_SLOW = 1013
+
+
+class Session:
+    """The outbound queue of one socket. ``send`` writes one text frame; ``abort`` drops the connection now."""
+
+    __slots__ = ("_abort", "_queue", "_send", "_writer", "closed", "groups", "id", "label")
+
+    def __init__(
+        self,
+        send: Callable[[str], Awaitable[None]],
+        abort: Callable[[int, str], None],
+        queue_size: int,
+        label: str = "",
+    ) -> None:
+        self.id = uuid.uuid4().hex
+        self.label = label
+        self.groups: set[str] = set()
+        self.closed = False
+        self._send = send
+        self._abort = abort
+        self._queue: asyncio.Queue[str] = asyncio.Queue(queue_size)
+        self._writer: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._writer = asyncio.create_task(self._drain(), name=f"ws-writer-{self.id[:8]}")
+
+    def offer(self, text: str) -> bool:
+        """Queue one frame; on overflow disconnect the client (it must reconnect and re-fetch). Never blocks."""
+        if self.closed:
+            return False
+        try:
+            self._queue.put_nowait(text)
+        except asyncio.QueueFull:
+            log.warning("socket %s (%s) fell %d frames behind: disconnecting it", self.id[:8], self.label,
+                        self._queue.maxsize)
+            self.close(TOO_SLOW, "too slow: reconnect and fetch your trips again")
+            return False
+        return True
+
+    @property
+    def backlog(self) -> int:
+        return self._queue.qsize()
+
+    def close(self, code: int, reason: str) -> None:
+        """Stop writing and drop the connection with ``code``; safe to call more than once."""
+        if self.closed:
+            return
+        self.closed = True
+        self.stop()
+        self._abort(code, reason)
+
+    def stop(self) -> None:
+        """Stop the writer task (the socket is closing anyway). Synchronous, for ``finally`` blocks."""
+        self.closed = True
+        if self._writer is not None and not self._writer.done():
+            self._writer.cancel()
+
+    async def _drain(self) -> None:
+        try:
+            while True:
+                text = await self._queue.get()
+                await self._send(text)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the socket went away under us: the handler's cleanup follows
+            log.debug("socket %s writer stopped: %r", self.id[:8], exc)
+            self.closed = True
