@@ -94,6 +94,7 @@ class RedisBroker:
         )
         self._tasks: list[asyncio.Task[None]] = []
         self._down = False
+        self._stopping = False
         self.reconnects = 0
 
     async def start(self) -> None:
@@ -114,17 +115,24 @@ class RedisBroker:
         ]
 
     async def stop(self) -> None:
+        self._stopping = True
         for task in self._tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._tasks:
+            # redis-py may absorb a cancellation inside a read; the loops also check _stopping.
+            _, pending = await asyncio.wait(self._tasks, timeout=2)
+            for task in pending:
+                log.warning("redis broker task %s did not stop in time", task.get_name())
         self._tasks = []
         for fut in self._wanted.values():
             if not fut.done():
                 fut.cancel()
-        if self._pubsub is not None:
-            await self._pubsub.aclose()
-        if self._redis is not None:
-            await self._redis.aclose()
+        for closeable in (self._pubsub, self._redis):
+            if closeable is not None:
+                try:
+                    await asyncio.wait_for(closeable.aclose(), 2)
+                except (TimeoutError, RedisError, OSError) as exc:
+                    log.warning("closing the redis connection failed: %r", exc)
 
     def channel(self, group: str) -> str:
         return self._prefix + group
@@ -168,7 +176,7 @@ class RedisBroker:
 
     async def _control(self) -> None:
         """Send SUBSCRIBE/UNSUBSCRIBE in the order they were asked for."""
-        while True:
+        while not self._stopping:
             action, channel = await self._commands.get()
             try:
                 if action == "subscribe":
@@ -192,7 +200,7 @@ class RedisBroker:
     async def _read(self) -> None:
         """Deliver messages to the hub; keep going through connection loss (and say so in the log)."""
         backoff = 0.1
-        while True:
+        while not self._stopping:
             try:
                 message = await self._pubsub.get_message(timeout=1.0)
             except asyncio.CancelledError:
