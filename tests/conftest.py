@@ -112,6 +112,15 @@ def make_settings(url: DatabaseURL, tmp_path: Path, **overrides: object) -> Sett
     return Settings(**values)  # type: ignore[arg-type]
 
 
+@pytest.fixture(params=["postgresql+redis", "sqlite+local"])
+def deployment(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
+    """The two real shapes: production (PostgreSQL, Redis broker) and the embedded default (SQLite, in-process)."""
+    backend, broker = request.param.split("+")
+    url: DatabaseURL = request.getfixturevalue(f"{backend}_url")
+    SyncDB(url).reset()
+    return make_settings(url, tmp_path, redis_url=REDIS_URL if broker == "redis" else None)
+
+
 @pytest.fixture
 def app(settings: Settings) -> TaxiApp:
     return create_app(settings, name=f"taxi_{secrets.token_hex(4)}")

@@ -1,0 +1,162 @@
+"""The relay on a real Redis: two relays on one Redis stand in for two workers."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+
+import pytest
+import redis.asyncio as aioredis
+
+from taxi.realtime import BrokerUnavailable, Hub, LocalBroker, RedisBroker, Relay, Session
+from tests.conftest import REDIS_URL
+
+
+class Sink:
+    """A session whose frames land in a list."""
+
+    def __init__(self, queue_size: int = 64) -> None:
+        self.frames: list[str] = []
+        self.closed_with: tuple[int, str] | None = None
+        self.session = Session(self._send, self._abort, queue_size, label="sink")
+        self.session.start()
+
+    async def _send(self, text: str) -> None:
+        self.frames.append(text)
+
+    def _abort(self, code: int, reason: str) -> None:
+        self.closed_with = (code, reason)
+
+    async def settle(self, n: int, timeout: float = 5.0) -> list[str]:
+        for _ in range(int(timeout / 0.01)):
+            if len(self.frames) >= n:
+                break
+            await asyncio.sleep(0.01)
+        return self.frames
+
+
+@pytest.fixture
+async def workers():
+    prefix = f"taxi_test_{secrets.token_hex(4)}:"
+    relays = []
+    for _ in range(2):
+        hub = Hub()
+        broker = RedisBroker(REDIS_URL, prefix, hub.deliver)
+        await broker.start()
+        relays.append(Relay(hub, broker))
+    admin = aioredis.from_url(REDIS_URL, decode_responses=True)
+    yield relays, admin, prefix
+    for relay in relays:
+        await relay.broker.stop()
+    await admin.aclose()
+
+
+async def numsub(admin, prefix: str, group: str) -> int:
+    return int((await admin.pubsub_numsub(f"{prefix}group:{group}"))[0][1])
+
+
+async def test_publish_reaches_members_on_both_workers_but_not_the_origin(workers):
+    (a, b), admin, prefix = workers
+    a1, a2, b1 = Sink(), Sink(), Sink()
+    for relay, sink in ((a, a1), (a, a2), (b, b1)):
+        await relay.join(sink.session, "drivers")
+    assert await numsub(admin, prefix, "drivers") == 2  # one subscription per worker, not per socket
+    await a.publish("drivers", '{"n":1}', exclude=a1.session)
+    assert await a2.settle(1) == ['{"n":1}'] and await b1.settle(1) == ['{"n":1}']
+    await asyncio.sleep(0.05)
+    assert a1.frames == []
+
+
+async def test_subscribe_on_first_join_and_unsubscribe_on_last_leave(workers):
+    (a, _), admin, prefix = workers
+    s1, s2 = Sink(), Sink()
+    assert await numsub(admin, prefix, "trip:x") == 0
+    await a.join(s1.session, "trip:x")
+    await a.join(s2.session, "trip:x")
+    assert await numsub(admin, prefix, "trip:x") == 1
+    a.leave_all(s1.session)
+    await asyncio.sleep(0.05)
+    assert await numsub(admin, prefix, "trip:x") == 1
+    a.leave_all(s2.session)
+    for _ in range(100):
+        if await numsub(admin, prefix, "trip:x") == 0:
+            break
+        await asyncio.sleep(0.01)
+    assert await numsub(admin, prefix, "trip:x") == 0
+    assert a.hub.members == {} and a.broker.subscribed_groups == []
+
+
+async def test_leave_then_join_again_ends_subscribed(workers):
+    (a, b), _, _ = workers
+    s1, s2 = Sink(), Sink()
+    await a.join(s1.session, "g")
+    a.leave_all(s1.session)  # UNSUBSCRIBE queued ...
+    await a.join(s2.session, "g")  # ... then SUBSCRIBE: order is kept
+    await b.publish("g", "hello")
+    assert await s2.settle(1) == ["hello"]
+
+
+async def test_a_join_that_returned_never_misses_a_later_publish(workers):
+    (a, b), _, _ = workers
+    for i in range(30):
+        sink = Sink()
+        await a.join(sink.session, f"fresh:{i}")
+        await b.publish(f"fresh:{i}", f"m{i}")  # from the other worker, right after the join returned
+        assert await sink.settle(1, timeout=2) == [f"m{i}"], i
+        a.leave_all(sink.session)
+
+
+async def test_order_is_kept_per_group(workers):
+    (a, b), _, _ = workers
+    sink = Sink(queue_size=1000)
+    await a.join(sink.session, "ordered")
+    for i in range(200):
+        await b.publish("ordered", str(i))
+    assert await sink.settle(200) == [str(i) for i in range(200)]
+
+
+async def test_a_full_queue_closes_the_session_with_1013_and_others_still_get_frames(workers):
+    (a, _), _, _ = workers
+    blocked = asyncio.Event()
+
+    async def never_returns(text: str) -> None:
+        await blocked.wait()
+
+    aborted: list[tuple[int, str]] = []
+    stuck = Session(never_returns, lambda code, reason: aborted.append((code, reason)), 4, label="stuck")
+    stuck.start()
+    fine = Sink()
+    await a.join(stuck, "busy")
+    await a.join(fine.session, "busy")
+    for i in range(10):
+        await a.publish("busy", str(i))
+    assert await fine.settle(10) == [str(i) for i in range(10)]
+    assert aborted and aborted[0][0] == 1013 and stuck.closed
+    blocked.set()
+
+
+async def test_publishing_without_redis_raises_broker_unavailable():
+    hub = Hub()
+    broker = RedisBroker(REDIS_URL, "taxi_test_x:", hub.deliver, publish_timeout=0.5)
+    await broker.start()
+    try:
+        broker._redis.connection_pool.connection_kwargs["port"] = 1  # nothing listens there
+        await broker._redis.connection_pool.disconnect()
+        with pytest.raises(BrokerUnavailable):
+            await broker.publish("drivers", "x")
+    finally:
+        await broker.stop()
+
+
+async def test_local_broker_has_the_same_behaviour_in_one_process():
+    hub = Hub()
+    relay = Relay(hub, LocalBroker(hub.deliver))
+    s1, s2 = Sink(), Sink()
+    await relay.join(s1.session, "drivers")
+    await relay.join(s2.session, "drivers")
+    await relay.publish("drivers", "x", exclude=s2.session)
+    assert await s1.settle(1) == ["x"]
+    assert s2.frames == []
+    relay.leave_all(s1.session)
+    relay.leave_all(s2.session)
+    assert hub.members == {}

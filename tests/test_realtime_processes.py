@@ -1,0 +1,194 @@
+"""Realtime across processes: two servers on one database and one Redis, one server with two workers,
+and Redis going away under a running server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import subprocess
+import time
+import urllib.request
+
+import pytest
+import redis
+import websockets
+
+from tests.conftest import REDIS_URL, SECRET
+from tests.servers import TIMEOUT_SCALE, ServerProcess
+from tests.support import PASSWORD, SyncDB, free_port
+from tests.wsclient import ask, connect, recv, silent, trip_request
+
+
+def http(base: str, path: str, body: dict) -> dict:
+    req = urllib.request.Request(f"{base}{path}", data=json.dumps(body).encode(),
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        return json.loads(resp.read())
+
+
+def account(base: str, username: str, group: str) -> dict:
+    user = http(base, "/api/sign_up/", {"username": username, "password1": PASSWORD, "password2": PASSWORD,
+                                        "group": group})
+    return user | http(base, "/api/log_in/", {"username": username, "password": PASSWORD})
+
+
+def env_for(url, tmp_path, redis_url: str = REDIS_URL, prefix: str | None = None) -> dict[str, str]:
+    return {
+        "TAXI_DATABASE_URL": f"postgresql://{url.user}@{url.host}:{url.port}/{url.name}",
+        "TAXI_REDIS_URL": redis_url,
+        "TAXI_REDIS_PREFIX": prefix or f"taxi_test_{tmp_path.name}:",
+        "TAXI_SECRET_KEY": SECRET,
+        "TAXI_BCRYPT_ROUNDS": "4",
+        "TAXI_MEDIA_ROOT": str(tmp_path / "media"),
+    }
+
+
+def test_rider_and_driver_on_two_separate_servers_complete_a_trip(pg_database_url, tmp_path):
+    env = env_for(pg_database_url, tmp_path)
+    with ServerProcess(env) as a, ServerProcess(env) as b:
+        rider = account(a.url, "rider@example.com", "rider")
+        driver = account(b.url, "driver@example.com", "driver")
+        watcher = account(a.url, "watcher@example.com", "driver")
+
+        async def scenario():
+            async with await connect(a.ws_url, rider["access"]) as r, await connect(b.ws_url, driver["access"]) as d, \
+                    await connect(a.ws_url, watcher["access"]) as w:
+                request = await ask(r, "create.trip", trip_request("1 Harbour Rd", "9 Hill St"))
+                trip = request["data"]
+                assert await recv(d) == request and await recv(w) == request
+                for status in ("STARTED", "IN_PROGRESS", "COMPLETED"):
+                    reply = await ask(d, "update.trip", {**trip, "status": status, "driver": driver["id"],
+                                                         "rider": rider["id"]})
+                    assert reply["data"]["status"] == status
+                    assert await recv(r) == reply  # crossed from server b to server a through Redis
+                    trip = reply["data"]
+                assert (await recv(w))["data"]["status"] == "STARTED"  # the taken notice, once
+                assert await silent(w)
+                return trip["id"]
+
+        trip_id = asyncio.run(scenario())
+    assert SyncDB(pg_database_url).trip_status(trip_id) == ("COMPLETED", driver["id"])
+
+
+def test_two_workers_broadcast_to_sockets_on_both(pg_database_url, tmp_path):
+    prefix = f"taxi_test_{tmp_path.name}:"
+    channel = f"{prefix}group:drivers"
+    admin = redis.Redis.from_url(REDIS_URL)
+    with ServerProcess(env_for(pg_database_url, tmp_path, prefix=prefix), workers=2) as server:
+        rider = account(server.url, "rider@example.com", "rider")
+        drivers = [account(server.url, f"d{i}@example.com", "driver") for i in range(24)]
+
+        async def scenario():
+            socks = []
+            try:
+                # The kernel spreads connections over the workers; keep connecting until both hold drivers.
+                for d in drivers:
+                    socks.append(await connect(server.ws_url, d["access"]))
+                    if len(socks) >= 4 and admin.pubsub_numsub(channel)[0][1] == 2:
+                        break
+                assert admin.pubsub_numsub(channel)[0][1] == 2, "all driver sockets landed on one worker"
+                async with await connect(server.ws_url, rider["access"]) as r:
+                    request = await ask(r, "create.trip", trip_request())
+                    for ws in socks:
+                        assert await recv(ws) == request
+                    taken = await ask(socks[0], "update.trip", {"id": request["data"]["id"], "status": "STARTED"})
+                    assert await recv(r) == taken
+                    for ws in socks[1:]:
+                        assert await recv(ws) == taken
+            finally:
+                for ws in socks:
+                    await ws.close()
+
+        asyncio.run(scenario())
+        # A refused handshake: the token is in the URL, and must not reach the log.
+        forged = rider["access"][:-4] + "AAAA"
+        with pytest.raises(websockets.exceptions.InvalidStatus):
+            asyncio.run(connect(server.ws_url, forged))
+        # Every socket gone: no worker stays subscribed to the drivers' channel.
+        deadline = time.monotonic() + 5 * TIMEOUT_SCALE
+        while admin.pubsub_numsub(channel)[0][1] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert admin.pubsub_numsub(channel)[0][1] == 0
+        assert server.stop() == 0
+    admin.close()
+    log = server.output()
+    assert "Traceback" not in log, log
+    assert forged not in log and rider["access"] not in log and "token=" not in log
+
+
+@pytest.fixture
+def private_redis(tmp_path):
+    """A Redis of our own on a free port, so stopping it touches nobody else."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.fail("redis-server is needed for this test (apt-get install redis-server)")
+    port = free_port()
+
+    def start() -> subprocess.Popen:
+        proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                                 "--appendonly", "no", "--dir", str(tmp_path)], stdout=subprocess.DEVNULL)
+        for _ in range(100):
+            try:
+                if redis.Redis(port=port).ping():
+                    break
+            except redis.ConnectionError:
+                time.sleep(0.05)
+        return proc
+
+    state = {"proc": start()}
+
+    class Control:
+        url = f"redis://127.0.0.1:{port}/0"
+
+        def stop(self) -> None:
+            state["proc"].terminate()
+            state["proc"].wait(10)
+
+        def start(self) -> None:
+            state["proc"] = start()
+
+    yield Control()
+    state["proc"].terminate()
+    state["proc"].wait(10)
+
+
+def test_redis_outage_is_reported_and_survived(pg_database_url, tmp_path, private_redis):
+    env = env_for(pg_database_url, tmp_path, redis_url=private_redis.url)
+    with ServerProcess(env) as server:
+        rider = account(server.url, "rider@example.com", "rider")
+        driver = account(server.url, "driver@example.com", "driver")
+
+        async def scenario():
+            async with await connect(server.ws_url, rider["access"]) as r, \
+                    await connect(server.ws_url, driver["access"]) as d:
+                private_redis.stop()
+                # The change is committed and the rider learns it; the failed broadcast is reported, not hidden.
+                reply = await ask(r, "create.trip", trip_request())
+                assert reply["type"] == "echo.message" and reply["data"]["status"] == "REQUESTED"
+                error = await recv(r)
+                assert error["type"] == "error" and error["data"]["code"] == "unavailable"
+                assert await silent(d)
+                # HTTP keeps working meanwhile.
+                status = urllib.request.urlopen(urllib.request.Request(
+                    f"{server.url}/api/trip/", headers={"Authorization": f"Bearer {rider['access']}"})).status
+                assert status == 200
+                private_redis.start()
+                # The worker reconnects and resubscribes by itself: the next request reaches the driver.
+                deadline = asyncio.get_running_loop().time() + 10 * TIMEOUT_SCALE
+                while True:
+                    again = await ask(r, "create.trip", trip_request("C", "D"))
+                    assert again["type"] == "echo.message"
+                    try:
+                        heard = await recv(d, timeout=1)
+                        break
+                    except TimeoutError:
+                        assert (await recv(r))["data"]["code"] == "unavailable"
+                        assert asyncio.get_running_loop().time() < deadline, "never resubscribed"
+                assert heard == again
+                return reply["data"]["id"]
+
+        trip_id = asyncio.run(scenario())
+        assert SyncDB(pg_database_url).trip_status(trip_id) == ("REQUESTED", None)
+    log = server.output()
+    assert "redis pub/sub connection lost" in log and "redis pub/sub reconnected" in log, log

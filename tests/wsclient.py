@@ -1,0 +1,126 @@
+"""A small WebSocket client for tests, on the websockets library (a real socket to a real server)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import websockets
+from websockets.asyncio.client import ClientConnection
+
+from tests.servers import TIMEOUT_SCALE
+
+WAIT = 5 * TIMEOUT_SCALE
+
+
+async def connect(base: str, token: str, ready: bool = True, **kwargs: Any) -> ClientConnection:
+    """Open a socket; with ``ready``, wait for an echo so the server has joined its groups (as the protocol
+    promises: a client that got an answer hears every later broadcast)."""
+    ws = await websockets.connect(f"{base}/taxi/?token={token}", open_timeout=WAIT, **kwargs)
+    if ready:
+        await ws.send('{"type": "echo.message", "data": "ready?"}')
+        reply = json.loads(await asyncio.wait_for(ws.recv(), WAIT))
+        assert reply == {"type": "echo.message", "data": "ready?"}, reply
+    return ws
+
+
+async def recv(ws: ClientConnection, timeout: float = WAIT) -> dict[str, Any]:
+    return dict(json.loads(await asyncio.wait_for(ws.recv(), timeout)))
+
+
+async def send(ws: ClientConnection, kind: str, data: Any = None) -> None:
+    await ws.send(json.dumps({"type": kind, "data": data}))
+
+
+async def ask(ws: ClientConnection, kind: str, data: Any = None) -> dict[str, Any]:
+    await send(ws, kind, data)
+    return await recv(ws)
+
+
+async def silent(ws: ClientConnection, seconds: float = 0.3) -> bool:
+    """True if nothing arrives within ``seconds``."""
+    try:
+        msg = await asyncio.wait_for(ws.recv(), seconds * TIMEOUT_SCALE)
+    except TimeoutError:
+        return True
+    raise AssertionError(f"expected silence, got {msg!r}")
+
+
+async def still_open(ws: ClientConnection) -> None:
+    """The socket answers an echo: it is open and its reader is working."""
+    reply = await ask(ws, "echo.message", {"ping": 1})
+    assert reply == {"type": "echo.message", "data": {"ping": 1}}, reply
+
+
+def trip_request(pick_up: str = "A", drop_off: str = "B", **extra: Any) -> dict[str, Any]:
+    return {"pick_up_address": pick_up, "drop_off_address": drop_off, **extra}
+
+
+class RawSocket:
+    """A WebSocket client on a bare TCP connection that reads only when told to (a client that stops reading)."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+
+    @classmethod
+    async def open(cls, host: str, port: int, path: str, rcvbuf: int = 4096) -> RawSocket:
+        import base64
+        import os
+        import socket
+
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, (host, port))
+        reader, writer = await asyncio.open_connection(sock=sock, limit=2**24)
+        key = base64.b64encode(os.urandom(16)).decode()
+        writer.write(
+            f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+        )
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), WAIT)
+        assert head.startswith(b"HTTP/1.1 101"), head
+        return cls(reader, writer)
+
+    async def send_text(self, text: str, timeout: float = 1.0) -> None:
+        """Send one masked text frame; TimeoutError when the server stops taking data."""
+        import os
+        import struct
+
+        payload = text.encode()
+        mask = os.urandom(4)
+        n = len(payload)
+        if n < 126:
+            head = struct.pack("!BB", 0x81, 0x80 | n)
+        elif n < 65536:
+            head = struct.pack("!BBH", 0x81, 0x80 | 126, n)
+        else:
+            head = struct.pack("!BBQ", 0x81, 0x80 | 127, n)
+        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+        self.writer.write(head + mask + masked)
+        await asyncio.wait_for(self.writer.drain(), timeout)
+
+    async def read_until_closed(self, timeout: float) -> tuple[int, int | None]:
+        """Read everything the server sent; return (text frames read, close code or None if dropped)."""
+        import struct
+
+        frames = 0
+        try:
+            while True:
+                b0, b1 = await asyncio.wait_for(self.reader.readexactly(2), timeout)
+                n = b1 & 0x7F
+                if n == 126:
+                    (n,) = struct.unpack("!H", await self.reader.readexactly(2))
+                elif n == 127:
+                    (n,) = struct.unpack("!Q", await self.reader.readexactly(8))
+                payload = await self.reader.readexactly(n)
+                if b0 & 0x0F == 0x8:
+                    return frames, struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else None
+                frames += 1
+        except (asyncio.IncompleteReadError, ConnectionError):
+            return frames, None
+
+    def close(self) -> None:
+        self.writer.close()
