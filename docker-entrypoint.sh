@@ -1,0 +1,16 @@
+#!/bin/sh
+# Container entrypoint: bring the schema up to date, then become the Sanic main process.
+#
+# With arguments, run them instead (a one-off command in the image, e.g. `python -m taxi migrate` or `sh`).
+# Without, migrate (safe from several containers at once: it holds a PostgreSQL advisory lock) and then
+# `exec` Sanic, so that it replaces this shell as PID 1 and `docker stop`'s SIGTERM reaches Sanic's main
+# process directly; it then stops its workers itself (STACK-NOTES pitfalls 12 and 13).
+set -eu
+
+if [ "$#" -gt 0 ]; then
+    exec "$@"
+fi
+
+python -m taxi migrate
+
+exec sanic taxi.app:create_app --factory --host 0.0.0.0 --port 8000 --workers "${TAXI_WORKERS:-2}" --no-motd
