@@ -9,9 +9,9 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
 from urllib.parse import unquote, urlsplit
 
 log = logging.getLogger("taxi.config")
@@ -92,8 +92,6 @@ class Settings:
     trip_list_max: int = 500
     ws_queue_size: int = 256
     ws_max_frame: int = 64 * 1024
-    login_rate: int = 10
-    login_window: int = 60
 
     @property
     def max_request_bytes(self) -> int:
@@ -123,8 +121,6 @@ class Settings:
             trip_list_default=_int(env, "TAXI_TRIP_LIST_DEFAULT", 100, 1),
             trip_list_max=_int(env, "TAXI_TRIP_LIST_MAX", 500, 1),
             ws_queue_size=_int(env, "TAXI_WS_QUEUE_SIZE", 256, 1),
-            login_rate=_int(env, "TAXI_LOGIN_RATE", 10, 1),
-            login_window=_int(env, "TAXI_LOGIN_WINDOW", 60, 1),
         )
 
 

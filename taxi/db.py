@@ -8,7 +8,8 @@ and never applies PRAGMAs, so foreign keys would go unenforced.
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any, ClassVar
 
 import aiosqlite
 import peewee
@@ -31,7 +32,7 @@ _SQLITE_PRAGMAS = (
 class _SqlitePool(PoolBackend):
     """A fixed set of long-lived aiosqlite connections, each with our PRAGMAs, handed out one task at a time."""
 
-    required_modules = ["aiosqlite"]
+    required_modules: ClassVar[list[str]] = ["aiosqlite"]
 
     def __init__(self, *, database: str, **kwargs: Any) -> None:
         self._size = int(kwargs.pop("maxsize", 4))
@@ -48,7 +49,6 @@ class _SqlitePool(PoolBackend):
     async def create(self) -> None:
         self._idle = asyncio.Queue()
         self._closed = False
-        self.pool = self
 
     async def _open(self) -> aiosqlite.Connection:
         conn = await aiosqlite.connect(self.database, isolation_level=None)
@@ -62,14 +62,14 @@ class _SqlitePool(PoolBackend):
             await self.connect()
         assert self._idle is not None
         if self._idle.empty() and len(self._all) < self._size:
-            return await self._open()  # type: ignore[return-value]
-        return await self._idle.get()  # type: ignore[return-value]
+            return await self._open()
+        return await self._idle.get()
 
     async def release(self, conn: ConnectionProtocol) -> None:
         if self._closed or self._idle is None:
             await conn.close()
             return
-        self._idle.put_nowait(conn)  # type: ignore[arg-type]
+        self._idle.put_nowait(conn)
 
     def has_acquired_connections(self) -> bool:
         return self._idle is not None and self._idle.qsize() < len(self._all)
@@ -80,7 +80,6 @@ class _SqlitePool(PoolBackend):
         for conn in conns:
             await conn.close()
         self._idle = None
-        self.pool = None
 
 
 class SqliteDatabase(peewee_async.SqliteDatabase):
@@ -132,7 +131,7 @@ async def execute(sql: str, params: Sequence[Any] = ()) -> int:
 class SQL:
     """SQL text written once with ``{p}`` for each parameter, rendered for the bound backend on first use."""
 
-    __slots__ = ("_template", "_rendered")
+    __slots__ = ("_rendered", "_template")
 
     def __init__(self, template: str) -> None:
         self._template = template

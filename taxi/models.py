@@ -23,7 +23,7 @@ STATUSES = (REQUESTED, STARTED, IN_PROGRESS, COMPLETED)
 
 
 def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 class UtcDateTimeField(peewee.Field):
@@ -33,7 +33,7 @@ class UtcDateTimeField(peewee.Field):
 
     def db_value(self, value: Any) -> Any:
         if isinstance(value, dt.datetime):
-            value = value.astimezone(dt.timezone.utc)
+            value = value.astimezone(dt.UTC)
             if isinstance(self.model._meta.database.obj, peewee.SqliteDatabase):
                 return value.isoformat(timespec="microseconds")
         return value
@@ -44,11 +44,10 @@ class UtcDateTimeField(peewee.Field):
 
 def parse_timestamp(value: Any) -> dt.datetime:
     """A UTC datetime from what either backend returns (datetime on PostgreSQL, text on SQLite)."""
-    if isinstance(value, str):
-        value = dt.datetime.fromisoformat(value)
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=dt.timezone.utc)
-    return value.astimezone(dt.timezone.utc)
+    stamp: dt.datetime = dt.datetime.fromisoformat(value) if isinstance(value, str) else value
+    if stamp.tzinfo is None:
+        stamp = stamp.replace(tzinfo=dt.UTC)
+    return stamp.astimezone(dt.UTC)
 
 
 class BaseModel(peewee_async.AioModel):

@@ -32,9 +32,7 @@ class TokenIssuer:
         now = int(time.time())
         lifetime = self.access_lifetime if token_type == ACCESS else self.refresh_lifetime
         claims: dict[str, Any] = dict(extra or {})
-        claims.update(
-            token_type=token_type, exp=now + lifetime, iat=now, jti=uuid.uuid4().hex, id=user_id
-        )
+        claims.update(token_type=token_type, exp=now + lifetime, iat=now, jti=uuid.uuid4().hex, id=user_id)
         return jwt.encode(claims, self.secret, algorithm=ALGORITHM)
 
     def decode(self, token: str | None, expected_type: str) -> dict[str, Any]:
@@ -46,17 +44,13 @@ class TokenIssuer:
         if not token:
             raise AuthenticationFailed("Authentication credentials were not provided.")
         try:
-            claims = jwt.decode(
-                token, self.secret, algorithms=[ALGORITHM], options={"require": _REQUIRED_CLAIMS}
-            )
+            claims = jwt.decode(token, self.secret, algorithms=[ALGORITHM], options={"require": _REQUIRED_CLAIMS})
         except jwt.ExpiredSignatureError:
             raise AuthenticationFailed("Token is expired.", code="token_not_valid") from None
         except jwt.PyJWTError:
             raise AuthenticationFailed("Token is invalid.", code="token_not_valid") from None
         if claims.get("token_type") != expected_type:
-            raise AuthenticationFailed(
-                f"Token has wrong type: expected {expected_type}.", code="token_not_valid"
-            )
+            raise AuthenticationFailed(f"Token has wrong type: expected {expected_type}.", code="token_not_valid")
         if not isinstance(claims.get("id"), int) or isinstance(claims.get("id"), bool):
             raise AuthenticationFailed("Token is invalid.", code="token_not_valid")
         if not isinstance(claims.get("jti"), str):

@@ -8,7 +8,7 @@ import socket
 import sqlite3
 import uuid
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg2
@@ -42,9 +42,7 @@ class SyncDB:
         if self.url.is_sqlite:
             conn = sqlite3.connect(self.url.name, isolation_level=None)
         else:
-            conn = psycopg2.connect(
-                dbname=self.url.name, host=self.url.host, port=self.url.port, user=self.url.user
-            )
+            conn = psycopg2.connect(dbname=self.url.name, host=self.url.host, port=self.url.port, user=self.url.user)
             conn.autocommit = True
         try:
             yield conn
@@ -88,7 +86,7 @@ class SyncDB:
         age_seconds: float = 0,
     ) -> str:
         trip_id = uuid.uuid4()
-        created = datetime.now(timezone.utc) - timedelta(seconds=age_seconds)
+        created = datetime.now(UTC) - timedelta(seconds=age_seconds)
         stamp: Any = created.isoformat(timespec="microseconds") if self.url.is_sqlite else created
         self.execute(
             "INSERT INTO taxi_trip (id, created, updated, pick_up_address, drop_off_address, status, rider_id, "

@@ -20,8 +20,13 @@ def test_unknown_path_and_wrong_method_are_json(client):
 
 @pytest.mark.parametrize(
     "body,ctype",
-    [(b"{not json", "application/json"), (b"[1, 2]", "application/json"), (b'"text"', "application/json"),
-     (b"\xff\xfe\x00", "application/json"), (b"null", "application/json")],
+    [
+        (b"{not json", "application/json"),
+        (b"[1, 2]", "application/json"),
+        (b'"text"', "application/json"),
+        (b"\xff\xfe\x00", "application/json"),
+        (b"null", "application/json"),
+    ],
 )
 def test_malformed_or_non_object_json_is_400(client, body, ctype):
     for path in ("/api/sign_up/", "/api/log_in/", "/api/token/refresh/"):
@@ -45,8 +50,15 @@ def test_openapi_describes_every_endpoint(client):
     _, resp = client.get("/docs/openapi.json")
     assert resp.status == 200
     paths = resp.json["paths"]
-    for path in ("/api/sign_up", "/api/log_in", "/api/token/refresh", "/api/log_out", "/api/trip",
-                 "/api/trip/{trip_id}", "/media/photos/{name}"):
+    for path in (
+        "/api/sign_up",
+        "/api/log_in",
+        "/api/token/refresh",
+        "/api/log_out",
+        "/api/trip",
+        "/api/trip/{trip_id}",
+        "/media/photos/{name}",
+    ):
         assert path in paths, sorted(paths)
     assert "token" in resp.json["components"]["securitySchemes"]
     _, page = client.get("/docs")

@@ -29,15 +29,22 @@ def stored_files(settings) -> list:
 
 def png_bomb(width: int, height: int) -> bytes:
     """A tiny PNG whose header claims width x height pixels."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
     raw = zlib.compress(b"\x00" * (width // 8 + 1) * 16)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0))
-            + chunk(b"IDAT", raw) + chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0))
+        + chunk(b"IDAT", raw)
+        + chunk(b"IEND", b"")
+    )
 
 
-@pytest.mark.parametrize("fmt,ext,ctype", [("JPEG", "jpg", "image/jpeg"), ("WEBP", "webp", "image/webp"),
-                                           ("GIF", "gif", "image/gif")])
+@pytest.mark.parametrize(
+    "fmt,ext,ctype", [("JPEG", "jpg", "image/jpeg"), ("WEBP", "webp", "image/webp"), ("GIF", "gif", "image/gif")]
+)
 def test_each_accepted_format_is_stored_and_served_with_its_type(client, fmt, ext, ctype):
     body = png(40, 30, fmt)
     resp = sign_up_with(client, ("any-name.bin", body, "application/octet-stream"))
@@ -78,6 +85,7 @@ def test_photo_over_5_mb_is_refused_and_a_body_over_the_limit_is_413(client, set
     big = png() + b"\x00" * (5 * 1024 * 1024)
     resp = sign_up_with(client, ("photo.png", big, "image/png"))
     assert resp.status == 400 and list(resp.json) == ["photo"]
+
     # Sanic answers 413 from the Content-Length alone and closes; httpx would fail writing the rest,
     # so speak HTTP on a plain connection (inside the test server's loop, which only runs while awaited).
     async def oversized() -> str:

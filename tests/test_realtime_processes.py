@@ -21,15 +21,17 @@ from tests.wsclient import ask, connect, recv, silent, trip_request
 
 
 def http(base: str, path: str, body: dict) -> dict:
-    req = urllib.request.Request(f"{base}{path}", data=json.dumps(body).encode(),
-                                 headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(
+        f"{base}{path}", data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+    )
     with urllib.request.urlopen(req, timeout=10) as resp:
         return json.loads(resp.read())
 
 
 def account(base: str, username: str, group: str) -> dict:
-    user = http(base, "/api/sign_up/", {"username": username, "password1": PASSWORD, "password2": PASSWORD,
-                                        "group": group})
+    user = http(
+        base, "/api/sign_up/", {"username": username, "password1": PASSWORD, "password2": PASSWORD, "group": group}
+    )
     return user | http(base, "/api/log_in/", {"username": username, "password": PASSWORD})
 
 
@@ -52,14 +54,18 @@ def test_rider_and_driver_on_two_separate_servers_complete_a_trip(pg_database_ur
         watcher = account(a.url, "watcher@example.com", "driver")
 
         async def scenario():
-            async with await connect(a.ws_url, rider["access"]) as r, await connect(b.ws_url, driver["access"]) as d, \
-                    await connect(a.ws_url, watcher["access"]) as w:
+            async with (
+                await connect(a.ws_url, rider["access"]) as r,
+                await connect(b.ws_url, driver["access"]) as d,
+                await connect(a.ws_url, watcher["access"]) as w,
+            ):
                 request = await ask(r, "create.trip", trip_request("1 Harbour Rd", "9 Hill St"))
                 trip = request["data"]
                 assert await recv(d) == request and await recv(w) == request
                 for status in ("STARTED", "IN_PROGRESS", "COMPLETED"):
-                    reply = await ask(d, "update.trip", {**trip, "status": status, "driver": driver["id"],
-                                                         "rider": rider["id"]})
+                    reply = await ask(
+                        d, "update.trip", {**trip, "status": status, "driver": driver["id"], "rider": rider["id"]}
+                    )
                     assert reply["data"]["status"] == status
                     assert await recv(r) == reply  # crossed from server b to server a through Redis
                     trip = reply["data"]
@@ -126,8 +132,22 @@ def private_redis(tmp_path):
     port = free_port()
 
     def start() -> subprocess.Popen:
-        proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                                 "--appendonly", "no", "--dir", str(tmp_path)], stdout=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [
+                binary,
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(tmp_path),
+            ],
+            stdout=subprocess.DEVNULL,
+        )
         for _ in range(100):
             try:
                 if redis.Redis(port=port).ping():
@@ -160,8 +180,10 @@ def test_redis_outage_is_reported_and_survived(pg_database_url, tmp_path, privat
         driver = account(server.url, "driver@example.com", "driver")
 
         async def scenario():
-            async with await connect(server.ws_url, rider["access"]) as r, \
-                    await connect(server.ws_url, driver["access"]) as d:
+            async with (
+                await connect(server.ws_url, rider["access"]) as r,
+                await connect(server.ws_url, driver["access"]) as d,
+            ):
                 private_redis.stop()
                 # The change is committed and the rider learns it; the failed broadcast is reported, not hidden.
                 reply = await ask(r, "create.trip", trip_request())
@@ -170,8 +192,11 @@ def test_redis_outage_is_reported_and_survived(pg_database_url, tmp_path, privat
                 assert error["type"] == "error" and error["data"]["code"] == "unavailable"
                 assert await silent(d)
                 # HTTP keeps working meanwhile.
-                status = urllib.request.urlopen(urllib.request.Request(
-                    f"{server.url}/api/trip/", headers={"Authorization": f"Bearer {rider['access']}"})).status
+                status = urllib.request.urlopen(
+                    urllib.request.Request(
+                        f"{server.url}/api/trip/", headers={"Authorization": f"Bearer {rider['access']}"}
+                    )
+                ).status
                 assert status == 200
                 private_redis.start()
                 # The worker reconnects and resubscribes by itself: the next request reaches the driver.

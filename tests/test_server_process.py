@@ -42,8 +42,11 @@ def pg_env(url, tmp_path) -> dict[str, str]:
 
 def test_two_workers_serve_the_api_and_stop_cleanly(pg_database_url, tmp_path):
     with ServerProcess(pg_env(pg_database_url, tmp_path), workers=2) as server:
-        status, user = call(f"{server.url}/api/sign_up/", "POST", {
-            "username": "w@example.com", "password1": PASSWORD, "password2": PASSWORD, "group": "rider"})
+        status, user = call(
+            f"{server.url}/api/sign_up/",
+            "POST",
+            {"username": "w@example.com", "password1": PASSWORD, "password2": PASSWORD, "group": "rider"},
+        )
         assert status == 201, user
         status, tokens = call(f"{server.url}/api/log_in/", "POST", {"username": "w@example.com", "password": PASSWORD})
         assert status == 200
@@ -73,11 +76,19 @@ def test_postgresql_without_a_strong_secret_refuses_to_start(pg_database_url, tm
 
 
 def test_embedded_default_migrates_itself_and_keeps_one_secret(tmp_path):
-    env = {"TAXI_DATABASE_URL": f"sqlite:///{tmp_path}/first.sqlite3", "TAXI_REDIS_URL": "",
-           "TAXI_SECRET_KEY": "", "TAXI_BCRYPT_ROUNDS": "4", "TAXI_MEDIA_ROOT": str(tmp_path / "m")}
+    env = {
+        "TAXI_DATABASE_URL": f"sqlite:///{tmp_path}/first.sqlite3",
+        "TAXI_REDIS_URL": "",
+        "TAXI_SECRET_KEY": "",
+        "TAXI_BCRYPT_ROUNDS": "4",
+        "TAXI_MEDIA_ROOT": str(tmp_path / "m"),
+    }
     with ServerProcess(env) as server:
-        status, _ = call(f"{server.url}/api/sign_up/", "POST", {
-            "username": "first@example.com", "password1": PASSWORD, "password2": PASSWORD, "group": "driver"})
+        status, _ = call(
+            f"{server.url}/api/sign_up/",
+            "POST",
+            {"username": "first@example.com", "password1": PASSWORD, "password2": PASSWORD, "group": "driver"},
+        )
         assert status == 201
         _, tokens = call(f"{server.url}/api/log_in/", "POST", {"username": "first@example.com", "password": PASSWORD})
     secret = (tmp_path / ".taxi-secret").read_text()
@@ -95,8 +106,9 @@ def test_postgresql_server_refuses_an_unmigrated_database(postgresql_url, tmp_pa
     import psycopg2
 
     name = f"{postgresql_url.name}_empty"
-    admin = psycopg2.connect(dbname="postgres", host=postgresql_url.host, port=postgresql_url.port,
-                             user=postgresql_url.user)
+    admin = psycopg2.connect(
+        dbname="postgres", host=postgresql_url.host, port=postgresql_url.port, user=postgresql_url.user
+    )
     admin.autocommit = True
     admin.cursor().execute(f'CREATE DATABASE "{name}"')
     try:
@@ -105,11 +117,23 @@ def test_postgresql_server_refuses_an_unmigrated_database(postgresql_url, tmp_pa
         with pytest.raises(RuntimeError) as err:
             ServerProcess(env).start()
         assert "python -m taxi migrate" in str(err.value)
-        out = subprocess.run([sys.executable, "-m", "taxi", "migrate"], cwd=ROOT, capture_output=True, text=True,
-                             env={**env, "PATH": "/usr/bin:/bin"}, check=True).stdout
+        out = subprocess.run(
+            [sys.executable, "-m", "taxi", "migrate"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            env={**env, "PATH": "/usr/bin:/bin"},
+            check=True,
+        ).stdout
         assert "applied 1" in out
-        again = subprocess.run([sys.executable, "-m", "taxi", "migrate"], cwd=ROOT, capture_output=True, text=True,
-                               env={**env, "PATH": "/usr/bin:/bin"}, check=True).stdout
+        again = subprocess.run(
+            [sys.executable, "-m", "taxi", "migrate"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            env={**env, "PATH": "/usr/bin:/bin"},
+            check=True,
+        ).stdout
         assert "nothing to do" in again
         with ServerProcess(env) as server:
             assert call(f"{server.url}/api/health/") == (200, {"status": "ok"})

@@ -65,7 +65,10 @@ def test_rider_and_driver_can_connect_and_echo(live, rider, driver):
         for user in (rider, driver):
             async with await connect(live.base, user["access"]) as ws:
                 assert await ask(ws, "echo.message", "This is a test message.") == {
-                    "type": "echo.message", "data": "This is a test message."}
+                    "type": "echo.message",
+                    "data": "This is a test message.",
+                }
+
     live.run(scenario())
 
 
@@ -73,6 +76,7 @@ def test_trailing_slash_is_optional(live, rider):
     async def scenario():
         async with websockets.connect(f"{live.base}/taxi?token={rider['access']}") as ws:
             await still_open(ws)
+
     live.run(scenario())
 
 
@@ -87,6 +91,7 @@ def test_handshake_is_refused_with_401_for_every_bad_token(live, rider, sql):
             assert await refused(query) == 401, query
         sql.execute("UPDATE taxi_user SET is_active = %s WHERE id = %s", (False, rider["id"]))
         assert await refused(f"?token={rider['access']}") == 401
+
     live.run(scenario())
 
 
@@ -94,9 +99,11 @@ def test_request_trip_reaches_the_rider_and_every_driver_and_is_stored_first(liv
     driver2 = live.account("driver2@example.com", "driver")
 
     async def scenario():
-        async with await connect(live.base, driver["access"]) as d1, \
-                await connect(live.base, driver2["access"]) as d2, \
-                await connect(live.base, rider["access"]) as r:
+        async with (
+            await connect(live.base, driver["access"]) as d1,
+            await connect(live.base, driver2["access"]) as d2,
+            await connect(live.base, rider["access"]) as r,
+        ):
             reply = await ask(r, "create.trip", trip_request("123 Main St", "456 Elm St", rider=rider["id"]))
             assert reply["type"] == "echo.message"
             trip = reply["data"]
@@ -119,6 +126,7 @@ def test_a_rider_without_sockets_of_drivers_still_gets_their_trip(live, rider):
         async with await connect(live.base, rider["access"]) as r:
             reply = await ask(r, "create.trip", trip_request())
             assert reply["data"]["status"] == "REQUESTED"
+
     live.run(scenario())
 
 
@@ -146,8 +154,11 @@ def test_other_drivers_see_that_a_trip_was_taken(live, rider, driver):
     other = live.account("other-driver@example.com", "driver")
 
     async def scenario():
-        async with await connect(live.base, rider["access"]) as r, \
-                await connect(live.base, driver["access"]) as d, await connect(live.base, other["access"]) as o:
+        async with (
+            await connect(live.base, rider["access"]) as r,
+            await connect(live.base, driver["access"]) as d,
+            await connect(live.base, other["access"]) as o,
+        ):
             trip = (await ask(r, "create.trip", trip_request()))["data"]
             await recv(d), await recv(o)
             taken = await ask(d, "update.trip", {"id": trip["id"], "status": "STARTED"})
@@ -157,6 +168,7 @@ def test_other_drivers_see_that_a_trip_was_taken(live, rider, driver):
             await ask(d, "update.trip", {"id": trip["id"], "status": "IN_PROGRESS"})
             assert (await recv(r))["data"]["status"] == "IN_PROGRESS"
             assert await silent(o)
+
     live.run(scenario())
 
 
@@ -175,6 +187,7 @@ def test_reconnecting_sockets_rejoin_their_open_trips(live, rider, driver):
         # A COMPLETED trip's group is not rejoined.
         async with await connect(live.base, rider["access"]) as r:
             assert await silent(r)
+
     live.run(scenario())
 
 
@@ -192,10 +205,11 @@ def test_reconnecting_sockets_rejoin_their_open_trips(live, rider, driver):
         ('{"type": "create.trip", "data": {"pick_up_address": "", "drop_off_address": "B"}}', "invalid"),
         (json.dumps({"type": "create.trip", "data": trip_request("A" * 256)}), "invalid"),
         (json.dumps({"type": "create.trip", "data": trip_request(7)}), "invalid"),
-        ('{"type": "create.trip", "data": {"pick_up_address": "A", "drop_off_address": "B", "rider": 999999}}',
-         "forbidden"),
-        ('{"type": "create.trip", "data": {"pick_up_address": "A", "drop_off_address": "B", "rider": "x"}}',
-         "invalid"),
+        (
+            '{"type": "create.trip", "data": {"pick_up_address": "A", "drop_off_address": "B", "rider": 999999}}',
+            "forbidden",
+        ),
+        ('{"type": "create.trip", "data": {"pick_up_address": "A", "drop_off_address": "B", "rider": "x"}}', "invalid"),
         ('{"type": "update.trip", "data": {"id": "x", "status": "STARTED"}}', "forbidden"),  # riders cannot
         ("[" * 5000 + "]" * 5000, "invalid_json"),
     ],
@@ -208,6 +222,7 @@ def test_bad_rider_messages_get_an_error_and_the_socket_keeps_working(live, ride
             assert reply["type"] == "error" and reply["data"]["code"] == code, reply
             assert isinstance(reply["data"]["detail"], str) and reply["data"]["detail"]
             await still_open(r)
+
     live.run(scenario())
     assert sql.fetch("SELECT COUNT(*) FROM taxi_trip")[0][0] == 0
 
@@ -218,14 +233,16 @@ def test_binary_frames_get_an_error(live, rider):
             await r.send(b"\x00\x01")
             assert (await recv(r))["data"]["code"] == "invalid_message"
             await still_open(r)
+
     live.run(scenario())
 
 
 def test_bad_driver_messages_get_an_error(live, rider, driver, sql):
     other_rider = live.account("other-rider@example.com")
     mine = sql.add_trip(rider["id"])
-    theirs_in_progress = sql.add_trip(other_rider["id"], live.account("d2@example.com", "driver")["id"],
-                                      status="IN_PROGRESS")
+    theirs_in_progress = sql.add_trip(
+        other_rider["id"], live.account("d2@example.com", "driver")["id"], status="IN_PROGRESS"
+    )
     cases = [
         ({"type": "create.trip", "data": trip_request()}, "forbidden"),
         ({"type": "update.trip", "data": {"id": "not-a-uuid", "status": "STARTED"}}, "invalid"),
@@ -237,8 +254,7 @@ def test_bad_driver_messages_get_an_error(live, rider, driver, sql):
         ({"type": "update.trip", "data": {"id": theirs_in_progress, "status": "COMPLETED"}}, "not_found"),
         # Identity spoofing: the payload may not name another driver or the wrong rider.
         ({"type": "update.trip", "data": {"id": mine, "status": "STARTED", "driver": 424242}}, "forbidden"),
-        ({"type": "update.trip", "data": {"id": mine, "status": "STARTED", "rider": other_rider["id"]}},
-         "forbidden"),
+        ({"type": "update.trip", "data": {"id": mine, "status": "STARTED", "rider": other_rider["id"]}}, "forbidden"),
         ({"type": "update.trip", "data": {"id": mine, "status": "STARTED", "driver": {"id": 424242}}}, "forbidden"),
     ]
 
@@ -248,6 +264,7 @@ def test_bad_driver_messages_get_an_error(live, rider, driver, sql):
                 reply = await ask(d, message["type"], message["data"])
                 assert reply["type"] == "error" and reply["data"]["code"] == code, (message, reply)
             await still_open(d)
+
     live.run(scenario())
     assert sql.trip_status(mine) == ("REQUESTED", None)
 
@@ -272,16 +289,17 @@ def test_transition_table(live, rider, driver, sql):
     ]
 
     async def scenario():
-        socks = {driver["id"]: await connect(live.base, driver["access"]),
-                 other["id"]: await connect(live.base, other["access"])}
+        socks = {
+            driver["id"]: await connect(live.base, driver["access"]),
+            other["id"]: await connect(live.base, other["access"]),
+        }
         try:
             for who, status, code in steps:
                 reply = await ask(socks[who["id"]], "update.trip", {"id": trip, "status": status})
                 if code is None:
                     assert reply["type"] == "echo.message" and reply["data"]["status"] == status, reply
                 else:
-                    assert reply["type"] == "error" and reply["data"]["code"] == code, (who["username"], status,
-                                                                                      reply)
+                    assert reply["type"] == "error" and reply["data"]["code"] == code, (who["username"], status, reply)
                     # The taken trip broadcast reached the other driver; drain what they heard.
                 while True:
                     try:
@@ -292,6 +310,7 @@ def test_transition_table(live, rider, driver, sql):
         finally:
             for ws in socks.values():
                 await ws.close()
+
     live.run(scenario())
     assert sql.trip_status(trip) == ("COMPLETED", driver["id"])
 
@@ -310,8 +329,10 @@ def test_ten_drivers_accepting_at_once_exactly_one_wins(live, rider, sql):
                 # Each driver's own answer (the winner's acceptance may also reach the others).
                 while True:
                     msg = await recv(ws)
-                    if msg["type"] == "error" or msg["data"]["driver"] and ws is socks[
-                            [d["id"] for d in drivers].index(msg["data"]["driver"]["id"])]:
+                    if msg["type"] == "error" or (
+                        msg["data"]["driver"]
+                        and ws is socks[[d["id"] for d in drivers].index(msg["data"]["driver"]["id"])]
+                    ):
                         replies.append(msg)
                         break
             return replies
@@ -335,6 +356,7 @@ def test_oversized_frame_closes_with_1009(live, rider):
             with pytest.raises(ConnectionClosed) as err:
                 await asyncio.wait_for(r.recv(), WAIT)
             assert err.value.rcvd is not None and err.value.rcvd.code == 1009
+
     live.run(scenario())
 
 
@@ -360,6 +382,7 @@ def test_disconnect_leaves_no_member_and_no_subscription_behind(live, app, rider
             assert not any(c.startswith(relay.broker._prefix) for c in pubsub_channels), pubsub_channels
         names = {t.get_name() for t in asyncio.all_tasks()}
         assert not any(n.startswith("ws-writer-") for n in names), names
+
     live.run(scenario())
 
 
@@ -378,8 +401,7 @@ def test_a_client_that_stops_reading_is_disconnected_without_delaying_others(dep
 
         async def scenario():
             stalled = await RawSocket.open("127.0.0.1", client.port, f"/taxi/?token={slow['access']}")
-            async with await connect(live.base, rider["access"]) as r, \
-                    await connect(live.base, driver["access"]) as d:
+            async with await connect(live.base, rider["access"]) as r, await connect(live.base, driver["access"]) as d:
                 await still_open(d)
                 for _ in range(100):  # the raw socket's handler joins right after its handshake
                     if len(app.ctx.relay.hub.members.get("drivers", ())) == 2:
@@ -412,4 +434,5 @@ def test_a_client_that_stops_reading_is_disconnected_without_delaying_others(dep
                 stalled.close()
                 assert code == 1013, (frames, code)
                 assert 0 < frames < sent
+
         live.run(scenario())

@@ -46,8 +46,12 @@ def test_trip_shape_matches_the_reference_client(client, sql, rider, driver):
     assert trip["status"] == "STARTED"
     assert trip["created"].endswith("Z") and "T" in trip["created"]
     assert trip["rider"] == {
-        "id": rider["id"], "username": "rider@example.com", "first_name": "Test", "last_name": "User",
-        "group": "rider", "photo": None,
+        "id": rider["id"],
+        "username": "rider@example.com",
+        "first_name": "Test",
+        "last_name": "User",
+        "group": "rider",
+        "photo": None,
     }
     assert trip["driver"]["id"] == driver["id"] and trip["driver"]["group"] == "driver"
     assert "password" not in trip["rider"] and "password" not in trip["driver"]
@@ -103,8 +107,9 @@ def test_guard_refuses_every_kind_of_bad_token(client, rider):
     uid = rider["id"]
     header, payload, signature = rider["access"].split(".")
     tampered = ".".join([header, payload[:-2] + ("AA" if payload[-2:] != "AA" else "BB"), signature])
-    unsigned = jwt.encode({"token_type": "access", "exp": int(time.time()) + 60, "iat": 1, "jti": "j", "id": uid},
-                          None, algorithm="none")
+    unsigned = jwt.encode(
+        {"token_type": "access", "exp": int(time.time()) + 60, "iat": 1, "jti": "j", "id": uid}, None, algorithm="none"
+    )
     cases = {
         "missing": {},
         "not bearer": {"Authorization": f"Token {rider['access']}"},

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import orjson
 from sanic import HTTPResponse, Request
@@ -15,14 +16,15 @@ FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
 
 def json_response(body: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> HTTPResponse:
     """A JSON response serialized with orjson (UUIDs and datetimes included), without touching Sanic's globals."""
-    return HTTPResponse(orjson.dumps(body), status=status, headers=headers, content_type="application/json")
+    return HTTPResponse(orjson.dumps(body), status=status, headers=dict(headers or {}), content_type="application/json")
 
 
 def body_of(request: Request) -> Mapping[str, Any]:
     """The request body as a mapping: a JSON object, or the first value of each form field."""
     ctype = (request.content_type or "").split(";")[0].strip().lower()
     if ctype in FORM_TYPES:
-        return {key: values[0] for key, values in request.form.items() if values}
+        form: Mapping[str, list[Any]] = request.form or {}
+        return {key: values[0] for key, values in form.items() if values}
     if not request.body:
         return {}
     try:

@@ -15,7 +15,7 @@ from taxi.services.accounts import Caller, load_caller
 
 def bearer_token(request: Request) -> str | None:
     """The token of an ``Authorization: Bearer <token>`` header, or None."""
-    header = request.headers.get("authorization")
+    header: str | None = request.headers.get("authorization")
     if not header:
         return None
     scheme, _, token = header.partition(" ")

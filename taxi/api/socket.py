@@ -113,8 +113,8 @@ class Conversation:
                 await self.update_trip(data)
             else:
                 raise ProtocolError(
-                    "unknown_type", f"Unknown message type {kind[:64]!r}: expected echo.message, create.trip "
-                    "or update.trip."
+                    "unknown_type",
+                    f"Unknown message type {kind[:64]!r}: expected echo.message, create.trip or update.trip.",
                 )
         except ProtocolError as exc:
             self.reply(error_frame(exc.code, exc.detail))
@@ -164,8 +164,13 @@ class Conversation:
             log.warning("socket of user %d: broadcast failed: %s", self.caller.id, exc)
             if not replied:
                 self.reply(text)  # it is committed: the sender must still learn the trip as stored
-            self.reply(error_frame("unavailable", f"{what} and saved, but others could not be notified; "
-                                   "they will see it when they next fetch their trips."))
+            self.reply(
+                error_frame(
+                    "unavailable",
+                    f"{what} and saved, but others could not be notified; "
+                    "they will see it when they next fetch their trips.",
+                )
+            )
 
 
 def parse_envelope(raw: str | bytes) -> tuple[str, Any]:

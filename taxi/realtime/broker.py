@@ -89,9 +89,7 @@ class RedisBroker:
         self._pubsub: Any = None
         self._commands: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
         self._wanted: dict[str, asyncio.Future[None]] = {}  # channel -> confirmed when Redis says so
-        self._awaiting: dict[str, collections.deque[asyncio.Future[None]]] = collections.defaultdict(
-            collections.deque
-        )
+        self._awaiting: dict[str, collections.deque[asyncio.Future[None]]] = collections.defaultdict(collections.deque)
         self._tasks: list[asyncio.Task[None]] = []
         self._down = False
         self._stopping = False

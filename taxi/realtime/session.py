@@ -24,7 +24,7 @@ class Session:
     def __init__(
         self,
         send: Callable[[str], Awaitable[None]],
-        abort: Callable[[int, str], None],
+        abort: Callable[[int, str], object],
         queue_size: int,
         label: str = "",
     ) -> None:
@@ -47,8 +47,9 @@ class Session:
         try:
             self._queue.put_nowait(text)
         except asyncio.QueueFull:
-            log.warning("socket %s (%s) fell %d frames behind: disconnecting it", self.id[:8], self.label,
-                        self._queue.maxsize)
+            log.warning(
+                "socket %s (%s) fell %d frames behind: disconnecting it", self.id[:8], self.label, self._queue.maxsize
+            )
             self.close(TOO_SLOW, "too slow: reconnect and fetch your trips again")
             return False
         return True

@@ -126,7 +126,7 @@ class Accounts:
         claims = self.tokens.decode(refresh_token, REFRESH)
         if claims["id"] != caller.id:
             raise PermissionDenied("This refresh token belongs to another user.")
-        expires = dt.datetime.fromtimestamp(claims["exp"], dt.timezone.utc)
+        expires = dt.datetime.fromtimestamp(claims["exp"], dt.UTC)
         await RevokedToken.insert(jti=claims["jti"], expires_at=expires).on_conflict_ignore().aio_execute()
         # Revocations only matter until the token would have expired anyway.
         await RevokedToken.delete().where(RevokedToken.expires_at < utcnow()).aio_execute()

@@ -8,8 +8,9 @@ the current status and on ``driver_id`` being the caller, so no read-then-write 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 from taxi import db as dbm
 from taxi.errors import Conflict, NotFound, PermissionDenied, ValidationFailed
@@ -31,8 +32,7 @@ _TRIP_SELECT = (
 _GET = dbm.SQL(_TRIP_SELECT + "WHERE t.id = {p}")
 _LIST_RIDER = dbm.SQL(_TRIP_SELECT + "WHERE t.rider_id = {p} ORDER BY t.created DESC, t.id DESC LIMIT {p}")
 _LIST_DRIVER = dbm.SQL(
-    _TRIP_SELECT
-    + "WHERE t.status = 'REQUESTED' OR t.driver_id = {p} ORDER BY t.created DESC, t.id DESC LIMIT {p}"
+    _TRIP_SELECT + "WHERE t.status = 'REQUESTED' OR t.driver_id = {p} ORDER BY t.created DESC, t.id DESC LIMIT {p}"
 )
 _INSERT = dbm.SQL(
     "INSERT INTO taxi_trip (id, created, updated, pick_up_address, drop_off_address, status, rider_id) "
@@ -62,7 +62,9 @@ class TripView:
 
 
 def _user(cols: Sequence[Any], public_url: str | None) -> dict[str, Any] | None:
-    return None if cols[0] is None else user_out(*cols, public_url)  # type: ignore[misc]
+    if cols[0] is None:
+        return None
+    return user_out(cols[0], cols[1], cols[2], cols[3], cols[4], cols[5], public_url)
 
 
 def trip_id_text(value: Any) -> str:
