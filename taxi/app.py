@@ -56,6 +56,7 @@ def create_app(settings: Settings | object | None = None, name: str = "taxi") ->
 
     app.register_listener(_check_deployment, "main_process_start")
     app.register_listener(_open_worker, "before_server_start")
+    app.register_listener(_close_sockets, "before_server_stop")
     app.register_listener(_close_worker, "after_server_stop")
     return app
 
@@ -129,6 +130,13 @@ async def _open_worker(app: TaxiApp) -> None:
         broker = LocalBroker(hub.deliver)
     await broker.start()
     app.ctx.relay = Relay(hub, broker)
+
+
+async def _close_sockets(app: TaxiApp) -> None:
+    """On SIGTERM, tell every socket the server is going away (1001) instead of waiting out the grace period."""
+    relay = getattr(app.ctx, "relay", None)
+    if relay is not None and (count := relay.close_all(1001, "server shutting down; reconnect")):
+        log.info("closed %d sockets for shutdown", count)
 
 
 async def _close_worker(app: TaxiApp) -> None:

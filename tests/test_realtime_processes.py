@@ -217,3 +217,27 @@ def test_redis_outage_is_reported_and_survived(pg_database_url, tmp_path, privat
         assert SyncDB(pg_database_url).trip_status(trip_id) == ("REQUESTED", None)
     log = server.output()
     assert "redis pub/sub connection lost" in log and "redis pub/sub reconnected" in log, log
+
+
+def test_sigterm_closes_sockets_with_1001_and_exits_promptly(pg_database_url, tmp_path):
+    server = ServerProcess(env_for(pg_database_url, tmp_path), workers=2).start()
+    try:
+        rider = account(server.url, "rider@example.com", "rider")
+
+        async def scenario():
+            socks = [await connect(server.ws_url, rider["access"]) for _ in range(6)]
+            started = time.monotonic()
+            server.proc.send_signal(15)
+            codes = []
+            for ws in socks:
+                with pytest.raises(websockets.exceptions.ConnectionClosed) as err:
+                    await asyncio.wait_for(ws.recv(), 10 * TIMEOUT_SCALE)
+                codes.append(err.value.rcvd.code if err.value.rcvd else None)
+            return codes, time.monotonic() - started
+
+        codes, elapsed = asyncio.run(scenario())
+        assert codes == [1001] * 6
+        assert elapsed < 3 * TIMEOUT_SCALE
+        assert server.proc.wait(15 * TIMEOUT_SCALE) == 0
+    finally:
+        server.close()

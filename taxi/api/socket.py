@@ -67,6 +67,7 @@ async def taxi_socket(request: Request, ws: WebsocketImplProtocol) -> None:
     ctx = request.app.ctx
     relay: Relay = ctx.relay
     session = Session(ws.send, ws.fail_connection, ctx.settings.ws_queue_size, label=f"user {caller.id}")
+    relay.open(session)
     try:
         groups = [DRIVERS] if caller.group == DRIVER else []
         groups += [trip_group(t) for t in await ctx.trips.open_trip_ids(caller)]

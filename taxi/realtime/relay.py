@@ -16,6 +16,17 @@ class Relay:
     def __init__(self, hub: Hub, broker: Broker) -> None:
         self.hub = hub
         self.broker = broker
+        self.sessions: set[Session] = set()  # every open socket of this worker, in groups or not
+
+    def open(self, session: Session) -> None:
+        self.sessions.add(session)
+
+    def close_all(self, code: int, reason: str) -> int:
+        """Close every socket of this worker (server shutdown: 1001, going away); return how many."""
+        sessions = list(self.sessions)
+        for session in sessions:
+            session.close(code, reason)
+        return len(sessions)
 
     async def join(self, session: Session, group: str) -> None:
         """Make ``session`` a member of ``group``; on return it will hear every later broadcast to it.
@@ -28,6 +39,7 @@ class Relay:
 
     def leave_all(self, session: Session) -> None:
         """Remove a closing session everywhere; synchronous, so it is safe in a cancelled task's ``finally``."""
+        self.sessions.discard(session)
         for group in self.hub.remove_all(session):
             self.broker.unsubscribe(group)
 
