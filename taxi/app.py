@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from types import SimpleNamespace
 
+import redis.asyncio as aioredis
 from sanic import Sanic
 from sanic.config import Config
 
@@ -21,8 +22,9 @@ from taxi.migrations import LATEST, current_version, migrate
 from taxi.realtime import Hub, LocalBroker, RedisBroker, Relay
 from taxi.realtime.broker import Broker
 from taxi.security import TokenIssuer
-from taxi.services.accounts import Accounts
+from taxi.services.accounts import Accounts, LoginLimits
 from taxi.services.media import Media
+from taxi.services.throttle import RedisThrottle
 from taxi.services.trips import Trips
 
 log = logging.getLogger("taxi")
@@ -44,7 +46,8 @@ def create_app(settings: Settings | object | None = None, name: str = "taxi") ->
     tokens = TokenIssuer(settings.secret_key, settings.access_token_lifetime, settings.refresh_token_lifetime)
     app.ctx.settings = settings
     app.ctx.tokens = tokens
-    app.ctx.accounts = Accounts(tokens, settings.bcrypt_rounds, settings.public_url)
+    limits = LoginLimits(settings.login_attempts_per_user, settings.login_attempts_per_address, settings.login_window)
+    app.ctx.accounts = Accounts(tokens, settings.bcrypt_rounds, settings.public_url, limits)
     app.ctx.trips = Trips(settings.public_url)
     app.ctx.media = Media(settings.media_root, settings.max_photo_bytes, settings.max_photo_pixels)
 
@@ -78,6 +81,7 @@ def _configure(app: TaxiApp, settings: Settings) -> None:
     config.WEBSOCKET_MAX_SIZE = settings.ws_max_frame
     config.NOISY_EXCEPTIONS = False
     config.ACCESS_LOG = False
+    config.PROXIES_COUNT = settings.proxies_count  # behind a load balancer: trust its X-Forwarded-For
     if settings.cors_origins:
         config.CORS_ORIGINS = list(settings.cors_origins)
         config.CORS_ALLOW_HEADERS = ["authorization", "content-type"]
@@ -130,6 +134,11 @@ async def _open_worker(app: TaxiApp) -> None:
         broker = LocalBroker(hub.deliver)
     await broker.start()
     app.ctx.relay = Relay(hub, broker)
+    if settings.redis_url:
+        app.ctx.redis = aioredis.from_url(
+            settings.redis_url, socket_connect_timeout=1, socket_timeout=1, health_check_interval=15
+        )
+        app.ctx.accounts.throttle = RedisThrottle(app.ctx.redis, settings.redis_prefix)
 
 
 async def _close_sockets(app: TaxiApp) -> None:
@@ -143,6 +152,9 @@ async def _close_worker(app: TaxiApp) -> None:
     relay = getattr(app.ctx, "relay", None)
     if relay is not None:
         await relay.broker.stop()
+    client = getattr(app.ctx, "redis", None)
+    if client is not None:
+        await client.aclose()
     database = getattr(app.ctx, "database", None)
     if database is not None:
         await database.aio_close()

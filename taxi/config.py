@@ -92,6 +92,10 @@ class Settings:
     trip_list_max: int = 500
     ws_queue_size: int = 256
     ws_max_frame: int = 64 * 1024
+    login_attempts_per_user: int = 10
+    login_attempts_per_address: int = 50
+    login_window: int = 60
+    proxies_count: int = 0
 
     @property
     def max_request_bytes(self) -> int:
@@ -121,6 +125,10 @@ class Settings:
             trip_list_default=_int(env, "TAXI_TRIP_LIST_DEFAULT", 100, 1),
             trip_list_max=_int(env, "TAXI_TRIP_LIST_MAX", 500, 1),
             ws_queue_size=_int(env, "TAXI_WS_QUEUE_SIZE", 256, 1),
+            login_attempts_per_user=_int(env, "TAXI_LOGIN_ATTEMPTS_PER_USER", 10, 1),
+            login_attempts_per_address=_int(env, "TAXI_LOGIN_ATTEMPTS_PER_ADDRESS", 50, 1),
+            login_window=_int(env, "TAXI_LOGIN_WINDOW", 60, 1),
+            proxies_count=_int(env, "TAXI_PROXIES_COUNT", 0, 0),
         )
 
 

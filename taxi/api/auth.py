@@ -87,9 +87,11 @@ async def sign_up(request: Request) -> HTTPResponse:
 @openapi.body({"application/json": LogInBody})
 @openapi.response(200, {"application/json": TokenPair}, "Tokens")
 @openapi.response(401, {"application/json": dict}, "Wrong username or password")
+@openapi.response(429, {"application/json": dict}, "Too many attempts for this username or address (see Retry-After)")
 async def log_in(request: Request) -> HTTPResponse:
     username, password = parse_log_in(body_of(request))
-    return json_response(await request.app.ctx.accounts.log_in(username, password))
+    address = request.remote_addr or request.ip
+    return json_response(await request.app.ctx.accounts.log_in(username, password, address))
 
 
 @bp.post("/token/refresh/")

@@ -11,12 +11,22 @@ import bcrypt
 import peewee
 
 from taxi import db as dbm
-from taxi.errors import AuthenticationFailed, PermissionDenied, ValidationFailed
+from taxi.errors import AuthenticationFailed, PermissionDenied, TooManyRequests, ValidationFailed
 from taxi.models import RevokedToken, User, utcnow
 from taxi.schemas import SignUp, user_out
 from taxi.security import ACCESS, REFRESH, TokenIssuer, check_password, hash_password
+from taxi.services.throttle import MemoryThrottle, Throttle
 
 BAD_CREDENTIALS = "No active account found with the given credentials"
+
+
+@dataclass(frozen=True)
+class LoginLimits:
+    """Log-in attempts allowed per username and per client address in each window of ``window`` seconds."""
+
+    per_user: int = 10
+    per_address: int = 50
+    window: int = 60
 
 
 @dataclass(frozen=True)
@@ -74,10 +84,19 @@ _dummy = _DummyHash()
 class Accounts:
     """Account operations bound to one token issuer and hashing cost."""
 
-    def __init__(self, tokens: TokenIssuer, bcrypt_rounds: int, public_url: str | None) -> None:
+    def __init__(
+        self,
+        tokens: TokenIssuer,
+        bcrypt_rounds: int,
+        public_url: str | None,
+        limits: LoginLimits | None = None,
+        throttle: Throttle | None = None,
+    ) -> None:
         self.tokens = tokens
         self.rounds = bcrypt_rounds
         self.public_url = public_url
+        self.limits = limits or LoginLimits()
+        self.throttle: Throttle = throttle or MemoryThrottle()
 
     async def sign_up(self, form: SignUp, photo: str | None) -> dict[str, Any]:
         """Create a user; a taken username is a 400 on ``username``."""
@@ -95,8 +114,19 @@ class Accounts:
             raise ValidationFailed.field("username", "A user with that username already exists.") from None
         return user_out(user.id, user.username, user.first_name, user.last_name, user.group, photo, self.public_url)
 
-    async def log_in(self, username: str, password: str) -> dict[str, str]:
-        """Check credentials and issue an access/refresh pair; one message and one cost for every failure."""
+    async def log_in(self, username: str, password: str, address: str = "") -> dict[str, str]:
+        """Check credentials and issue an access/refresh pair; one message and one cost for every failure.
+
+        Attempts are limited per username and per client address (429 with the seconds to wait), counted
+        before any password work so that a flood cannot buy CPU.
+        """
+        limits = self.limits
+        wait = max(
+            await self.throttle.hit(f"login:user:{username.casefold()}", limits.per_user, limits.window),
+            await self.throttle.hit(f"login:addr:{address}", limits.per_address, limits.window) if address else 0,
+        )
+        if wait:
+            raise TooManyRequests(f"Too many log-in attempts; try again in {wait} seconds.", wait)
         rows = await dbm.fetch_all(str(_FIND_LOGIN), (username,))
         if not rows:
             await check_password(password, await _dummy.get(self.rounds))

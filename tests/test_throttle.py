@@ -1,0 +1,117 @@
+"""Log-in brute force: attempts limited per username and per client address, shared across workers by Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import redis.asyncio as aioredis
+from sanic_testing.reusable import ReusableClient
+
+from taxi.app import create_app
+from taxi.services.throttle import MemoryThrottle, RedisThrottle
+from tests.conftest import REDIS_URL
+from tests.servers import ServerProcess
+from tests.support import PASSWORD, free_port, sign_up
+
+
+@pytest.fixture
+def limited(deployment, tmp_path):
+    settings = deployment.__class__(
+        **{**deployment.__dict__, "login_attempts_per_user": 3, "login_attempts_per_address": 6, "login_window": 60}
+    )
+    app = create_app(settings, name=f"taxi_{secrets.token_hex(4)}")
+    with ReusableClient(app, port=free_port()) as client:
+        yield client
+
+
+def attempt(client, username: str, password: str = "wrong-password"):
+    return client.post("/api/log_in/", json={"username": username, "password": password})[1]
+
+
+def test_a_username_is_locked_after_too_many_attempts(limited):
+    sign_up(limited, "victim@example.com")
+    assert [attempt(limited, "victim@example.com").status for _ in range(3)] == [401, 401, 401]
+    locked = attempt(limited, "victim@example.com", PASSWORD)  # even the right password, for now
+    assert locked.status == 429
+    assert set(locked.json) == {"detail"}
+    assert 1 <= int(locked.headers["retry-after"]) <= 60
+    assert attempt(limited, "VICTIM@example.com").status == 429  # the same name in another case
+    assert attempt(limited, "bystander@example.com").status == 401  # other accounts are unaffected
+
+
+def test_one_address_is_limited_across_usernames(limited):
+    statuses = [attempt(limited, f"user{i}@example.com").status for i in range(8)]
+    assert statuses == [401] * 6 + [429] * 2
+
+
+async def test_memory_throttle_windows_reset():
+    throttle = MemoryThrottle()
+    assert [await throttle.hit("k", 2, 1) for _ in range(3)] == [0, 0, 1]
+    await asyncio.sleep(1.05)
+    assert await throttle.hit("k", 2, 1) == 0
+
+
+async def test_redis_throttle_falls_back_to_memory_when_redis_is_down():
+    client = aioredis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.2)
+    throttle = RedisThrottle(client, "taxi_test_down:")
+    try:
+        assert [await throttle.hit("k", 2, 60) for _ in range(3)][:2] == [0, 0]
+        assert await throttle.hit("k", 2, 60) > 0
+    finally:
+        await client.aclose()
+
+
+def test_limits_are_shared_by_the_workers_of_a_server(pg_database_url, tmp_path):
+    env = {
+        "TAXI_DATABASE_URL": f"postgresql://{pg_database_url.user}@{pg_database_url.host}:{pg_database_url.port}/"
+        f"{pg_database_url.name}",
+        "TAXI_REDIS_URL": REDIS_URL,
+        "TAXI_REDIS_PREFIX": f"taxi_test_{tmp_path.name}:",
+        "TAXI_SECRET_KEY": "s" * 40,
+        "TAXI_BCRYPT_ROUNDS": "4",
+        "TAXI_LOGIN_ATTEMPTS_PER_USER": "4",
+    }
+
+    def post(url: str) -> int:
+        req = urllib.request.Request(
+            url,
+            data=json.dumps({"username": "x@example.com", "password": "nope"}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=10) as resp:
+                return resp.status
+        except urllib.error.HTTPError as err:
+            return err.code
+
+    with ServerProcess(env, workers=2) as server:
+        # Separate connections, so the kernel spreads them over both workers.
+        with ThreadPoolExecutor(8) as pool:
+            statuses = list(pool.map(lambda _: post(f"{server.url}/api/log_in/"), range(12)))
+    assert sorted(statuses) == [401] * 4 + [429] * 8
+
+
+def test_settings_are_read_from_the_environment(tmp_path):
+    from taxi.config import Settings
+
+    settings = Settings.from_env(
+        {
+            "TAXI_DATABASE_URL": f"sqlite:///{tmp_path}/x.sqlite3",
+            "TAXI_LOGIN_ATTEMPTS_PER_USER": "5",
+            "TAXI_LOGIN_ATTEMPTS_PER_ADDRESS": "7",
+            "TAXI_LOGIN_WINDOW": "30",
+            "TAXI_PROXIES_COUNT": "1",
+        }
+    )
+    assert (
+        settings.login_attempts_per_user,
+        settings.login_attempts_per_address,
+        settings.login_window,
+        settings.proxies_count,
+    ) == (5, 7, 30, 1)
