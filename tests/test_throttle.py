@@ -90,10 +90,9 @@ def test_limits_are_shared_by_the_workers_of_a_server(pg_database_url, tmp_path)
         except urllib.error.HTTPError as err:
             return err.code
 
-    with ServerProcess(env, workers=2) as server:
-        # Separate connections, so the kernel spreads them over both workers.
-        with ThreadPoolExecutor(8) as pool:
-            statuses = list(pool.map(lambda _: post(f"{server.url}/api/log_in/"), range(12)))
+    # Separate connections, so the kernel spreads them over both workers.
+    with ServerProcess(env, workers=2) as server, ThreadPoolExecutor(8) as pool:
+        statuses = list(pool.map(lambda _: post(f"{server.url}/api/log_in/"), range(12)))
     assert sorted(statuses) == [401] * 4 + [429] * 8
 
 
