@@ -14,6 +14,8 @@ from typing import Any, ClassVar
 import aiosqlite
 import peewee
 import peewee_async
+import psycopg2
+from peewee_async.connection import connection_context
 from peewee_async.databases import fetchall
 from peewee_async.pool import PoolBackend
 from peewee_async.utils import ConnectionProtocol
@@ -86,11 +88,48 @@ class SqliteDatabase(peewee_async.SqliteDatabase):
     pool_backend_cls = _SqlitePool
 
 
+class PostgresqlDatabase(peewee_async.PostgresqlDatabase):
+    """aiopg with one repair: a connection the server dropped is closed, not handed out again.
+
+    Under uvloop a dead connection fails with RuntimeError ("the handler is closed"), which peewee does not
+    translate; it becomes OperationalError here (answered 503), and the pool discards the connection.
+    """
+
+    async def aio_execute_sql(self, sql: str, params: Sequence[Any] | None = None, fetch_results: Any = None) -> Any:
+        # A read outside a transaction may be retried once on a fresh connection: after a database restart
+        # every pooled connection is dead, and no client should see that once the database is back.
+        retry = connection_context.get() is None and sql.lstrip()[:6].upper() == "SELECT"
+        try:
+            return await self._execute_once(sql, params, fetch_results)
+        except (peewee.OperationalError, peewee.InterfaceError):
+            if not retry:
+                raise
+        return await self._execute_once(sql, params, fetch_results)
+
+    async def _execute_once(self, sql: str, params: Sequence[Any] | None, fetch_results: Any) -> Any:
+        try:
+            with peewee.__exception_wrapper__:  # type: ignore[attr-defined]
+                async with self.aio_connection() as connection:
+                    try:
+                        async with connection.cursor() as cursor:
+                            await cursor.execute(sql, params or ())
+                            if fetch_results is not None:
+                                return await fetch_results(self, cursor)
+                    except (RuntimeError, psycopg2.OperationalError, psycopg2.InterfaceError):
+                        connection.close()  # never hand this connection out again
+                        raise
+        except RuntimeError as exc:
+            if "closed" not in str(exc):
+                raise  # a programming error, not an outage
+            raise peewee.OperationalError(f"database connection lost: {exc}") from exc
+        return None
+
+
 def make_database(url: DatabaseURL, pool_size: int) -> peewee_async.AioDatabase:
     """A peewee-async database for ``url``, not yet connected."""
     if url.is_sqlite:
         return SqliteDatabase(url.name, pool_params={"maxsize": min(pool_size, 4)})
-    return peewee_async.PostgresqlDatabase(
+    return PostgresqlDatabase(
         url.name,
         host=url.host,
         port=url.port,

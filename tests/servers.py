@@ -110,3 +110,57 @@ class ServerProcess:
         self._final = self.output()
         self.log.close()
         os.unlink(self.log.name)
+
+
+class PrivatePostgres:
+    """A throwaway PostgreSQL cluster on a free port, so a test can stop and start it without touching the
+    machine's shared server. PostgreSQL refuses to run as root, so as root it runs as the ``postgres`` user."""
+
+    def __init__(self) -> None:
+        import pwd
+        import shutil
+
+        bindir = Path(os.environ.get("TAXI_TEST_PG_BINDIR", "/usr/lib/postgresql/15/bin"))
+        if not (bindir / "initdb").exists():
+            found = shutil.which("initdb")
+            bindir = Path(found).resolve().parent if found else bindir
+        self.bindir = bindir
+        self.port = free_port()
+        # Not under pytest's tmp_path: that is private to root, and the cluster runs as postgres.
+        self.dir = Path(tempfile.mkdtemp(prefix=f"taxi-pg-{self.port}-"))
+        self._as: list[str] = []
+        if os.geteuid() == 0:
+            user = pwd.getpwnam("postgres")
+            os.chown(self.dir, user.pw_uid, user.pw_gid)
+            self._as = ["runuser", "-u", "postgres", "--"]
+        self._run("initdb", "-D", str(self.dir / "data"), "-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8")
+
+    def _run(self, tool: str, *args: str) -> None:
+        subprocess.run([*self._as, str(self.bindir / tool), *args], check=True, capture_output=True, timeout=60)
+
+    def start(self) -> None:
+        options = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off"
+        self._run("pg_ctl", "-D", str(self.dir / "data"), "-o", options, "-l", str(self.dir / "log"), "-w", "start")
+
+    def stop(self) -> None:
+        self._run("pg_ctl", "-D", str(self.dir / "data"), "-m", "fast", "-w", "stop")
+
+    def remove(self) -> None:
+        """Stop the cluster if it runs and delete its files."""
+        import shutil
+
+        try:
+            self.stop()
+        except subprocess.CalledProcessError:
+            pass  # already stopped
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def create_database(self, name: str) -> None:
+        import psycopg2
+
+        conn = psycopg2.connect(dbname="postgres", host="127.0.0.1", port=self.port, user="postgres")
+        conn.autocommit = True
+        try:
+            conn.cursor().execute(f'CREATE DATABASE "{name}"')
+        finally:
+            conn.close()
