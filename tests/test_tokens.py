@@ -1,0 +1,116 @@
+"""Hostile tokens: each one refused over HTTP (401) and at the WebSocket handshake (401, never opened)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import time
+
+import jwt
+import pytest
+import websockets
+from websockets.exceptions import InvalidStatus
+
+from tests.conftest import SECRET
+from tests.support import bearer, log_in, sign_up
+
+
+def b64(data: dict | bytes) -> str:
+    raw = data if isinstance(data, bytes) else json.dumps(data).encode()
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def claims(user_id: int, **extra) -> dict:
+    now = int(time.time())
+    base = {
+        "token_type": "access",
+        "exp": now + 300,
+        "iat": now,
+        "jti": "j" * 32,
+        "id": user_id,
+        "username": "rider@example.com",
+        "group": "rider",
+    }
+    base.update(extra)
+    return {k: v for k, v in base.items() if v is not None}
+
+
+def hs512(payload: dict) -> str:
+    """A token properly signed with our key, but with an algorithm we do not accept."""
+    signing_input = f"{b64({'alg': 'HS512', 'typ': 'JWT'})}.{b64(payload)}"
+    digest = hmac.new(SECRET.encode(), signing_input.encode(), hashlib.sha512).digest()
+    return f"{signing_input}.{b64(digest)}"
+
+
+def hostile_tokens(user: dict) -> dict[str, str]:
+    uid = user["id"]
+    good = jwt.encode(claims(uid), SECRET, algorithm="HS256")
+    header, payload, signature = good.split(".")
+    now = int(time.time())
+    return {
+        "alg none": f"{b64({'alg': 'none', 'typ': 'JWT'})}.{payload}.",
+        "alg none, signature kept": f"{b64({'alg': 'none', 'typ': 'JWT'})}.{payload}.{signature}",
+        "another key": jwt.encode(claims(uid), "another-secret-" + "x" * 40, algorithm="HS256"),
+        "HS512 with our key": hs512(claims(uid)),
+        "RS256 header (HS/RS confusion)": f"{b64({'alg': 'RS256', 'typ': 'JWT'})}.{payload}.{signature}",
+        "tampered payload": f"{header}.{b64(claims(uid + 1))}.{signature}",
+        "tampered group": f"{header}.{b64(claims(uid, group='driver'))}.{signature}",
+        "expired": jwt.encode(claims(uid, exp=now - 1, iat=now - 301), SECRET, algorithm="HS256"),
+        "issued in the future": jwt.encode(claims(uid, iat=now + 3600, exp=now + 7200), SECRET, algorithm="HS256"),
+        "not yet valid (nbf)": jwt.encode(claims(uid, nbf=now + 3600), SECRET, algorithm="HS256"),
+        "refresh used as access": user["refresh"],
+        "no exp": jwt.encode(claims(uid, exp=None), SECRET, algorithm="HS256"),
+        "no type": jwt.encode(claims(uid, token_type=None), SECRET, algorithm="HS256"),
+        "boolean id": jwt.encode(claims(True), SECRET, algorithm="HS256"),
+        "unknown user": jwt.encode(claims(987654), SECRET, algorithm="HS256"),
+        "empty": "",
+        "garbage": "not.a.token",
+        "huge": "a" * 3000,
+    }
+
+
+@pytest.fixture
+def rider(client):
+    return sign_up(client, "rider@example.com") | log_in(client, "rider@example.com")
+
+
+def handshake_status(client, token: str) -> int:
+    async def attempt() -> int:
+        try:
+            ws = await websockets.connect(f"ws://127.0.0.1:{client.port}/taxi/?token={token}", open_timeout=5)
+        except InvalidStatus as err:
+            return err.response.status_code
+        await ws.close()
+        return 101
+
+    return client._run(attempt())
+
+
+def test_every_hostile_token_is_refused_over_http_and_at_the_handshake(client, rider):
+    # The genuine token works on both, so each refusal below is about the token alone.
+    assert client.get("/api/trip/", headers=bearer(rider["access"]))[1].status == 200
+    assert handshake_status(client, rider["access"]) == 101
+    for name, token in hostile_tokens(rider).items():
+        _, resp = client.get("/api/trip/", headers=bearer(token) if token else {})
+        assert resp.status == 401, name
+        assert set(resp.json) == {"detail"}, name
+        assert handshake_status(client, token) == 401, name
+
+
+def test_access_token_used_as_refresh_and_revoked_refresh_are_refused(client, rider):
+    _, resp = client.post("/api/token/refresh/", json={"refresh": rider["access"]})
+    assert resp.status == 401
+    _, out = client.post("/api/log_out/", json={"refresh": rider["refresh"]}, headers=bearer(rider["access"]))
+    assert out.status == 204
+    _, resp = client.post("/api/token/refresh/", json={"refresh": rider["refresh"]})
+    assert resp.status == 401 and set(resp.json) == {"detail"}
+
+
+def test_deactivated_and_deleted_users_are_refused_at_the_handshake(client, sql, rider):
+    driver = sign_up(client, "driver@example.com", group="driver") | log_in(client, "driver@example.com")
+    sql.execute("UPDATE taxi_user SET is_active = %s WHERE id = %s", (False, rider["id"]))
+    sql.execute("DELETE FROM taxi_user WHERE id = %s", (driver["id"],))
+    assert handshake_status(client, rider["access"]) == 401
+    assert handshake_status(client, driver["access"]) == 401
