@@ -12,11 +12,13 @@ from types import SimpleNamespace
 import redis.asyncio as aioredis
 from sanic import Sanic
 from sanic.config import Config
+from sanic_ext import openapi
 
 from taxi import __version__
 from taxi import db as dbm
 from taxi.api import auth, health, media, socket, trips
 from taxi.api.errors import JSONErrorHandler
+from taxi.api.spec import SPEC
 from taxi.config import ConfigError, Settings
 from taxi.migrations import LATEST, current_version, migrate
 from taxi.realtime import Hub, LocalBroker, RedisBroker, Relay
@@ -51,11 +53,10 @@ def create_app(settings: Settings | object | None = None, name: str = "taxi") ->
     app.ctx.trips = Trips(settings.public_url)
     app.ctx.media = Media(settings.media_root, settings.max_photo_bytes, settings.max_photo_pixels)
 
-    app.blueprint(auth.bp)
-    app.blueprint(trips.bp)
-    app.blueprint(media.bp)
-    app.blueprint(health.bp)
-    app.blueprint(socket.bp)
+    for module in (auth, trips, media, health, socket):
+        app.blueprint(module.bp)
+        openapi.exclude(bp=module.bp)  # described once, exactly, in taxi.api.spec
+    app.ext.openapi.raw(SPEC)
 
     app.register_listener(_check_deployment, "main_process_start")
     app.register_listener(_open_worker, "before_server_start")
@@ -64,8 +65,22 @@ def create_app(settings: Settings | object | None = None, name: str = "taxi") ->
     return app
 
 
+class _QuietClientErrors(logging.Filter):
+    """Sanic logs a traceback for a malformed form body; that is the client's error (answered 400), not ours."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.getMessage().startswith("Failed when parsing form"):
+            record.exc_info = None
+            record.exc_text = None
+            record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
+
+
 def _log_to_stderr() -> None:
     """Give the ``taxi`` loggers a handler shaped like Sanic's, once per process (Sanic only configures its own)."""
+    sanic_errors = logging.getLogger("sanic.error")
+    if not any(isinstance(f, _QuietClientErrors) for f in sanic_errors.filters):
+        sanic_errors.addFilter(_QuietClientErrors())
     logger = logging.getLogger("taxi")
     if not logger.handlers:
         handler = logging.StreamHandler()

@@ -24,6 +24,8 @@ def body_of(request: Request) -> Mapping[str, Any]:
     ctype = (request.content_type or "").split(";")[0].strip().lower()
     if ctype in FORM_TYPES:
         form: Mapping[str, list[Any]] = request.form or {}
+        if not form and not request.files and request.body:
+            raise ValidationFailed.field("non_field_errors", f"Malformed {ctype} body.")
         return {key: values[0] for key, values in form.items() if values}
     if not request.body:
         return {}

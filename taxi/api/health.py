@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from sanic import Blueprint, HTTPResponse, Request
-from sanic_ext import openapi
 
 from taxi.api.common import json_response
 
@@ -13,7 +12,5 @@ _OK = {"status": "ok"}
 
 
 @bp.get("/health/")
-@openapi.summary("Liveness: 200 while this worker serves requests")
-@openapi.response(200, {"application/json": dict}, "Alive")
 async def health(request: Request) -> HTTPResponse:
     return json_response(_OK)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from sanic import Blueprint, HTTPResponse, Request
 from sanic.response import file
-from sanic_ext import openapi
 
 from taxi.errors import NotFound
 from taxi.services.media import CONTENT_TYPES
@@ -13,9 +12,6 @@ bp = Blueprint("media", url_prefix="/media")
 
 
 @bp.get("/photos/<name:str>")
-@openapi.summary("A user's photo")
-@openapi.response(200, {"image/*": bytes}, "The image")
-@openapi.response(404, {"application/json": dict}, "No such photo")
 async def photo(request: Request, name: str) -> HTTPResponse:
     path = request.app.ctx.media.photo_path(name)
     if path is None:

@@ -1,0 +1,238 @@
+"""The OpenAPI description of the HTTP API, written out so that it states exactly what the handlers accept
+and answer (sanic-ext serves it at /docs/openapi.json and renders /docs; its per-route guesses are off)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from taxi.schemas import MAX_ADDRESS, MAX_NAME, MAX_USERNAME, MIN_PASSWORD
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+_DETAIL = _ref("Detail")
+_UNAVAILABLE = _json(_DETAIL, "The database is unavailable; retry shortly (see Retry-After)")
+_INVALID = _json(_ref("FieldErrors"), "Invalid input: messages per field, `non_field_errors` for the rest")
+_UNAUTHENTICATED = _json(_DETAIL, "Missing, invalid or expired access token, or the user is inactive")
+_TOO_LARGE = _json(_DETAIL, "The request body is over the size limit")
+_BEARER = [{"token": []}]
+
+_SIGN_UP_FIELDS: dict[str, Any] = {
+    "username": {"type": "string", "minLength": 1, "maxLength": MAX_USERNAME},
+    "first_name": {"type": "string", "maxLength": MAX_NAME},
+    "last_name": {"type": "string", "maxLength": MAX_NAME},
+    "password1": {
+        "type": "string",
+        "minLength": MIN_PASSWORD,
+        "maxLength": 72,
+        "description": "at most 72 bytes in UTF-8",
+    },
+    "password2": {"type": "string", "minLength": MIN_PASSWORD, "maxLength": 72, "description": "equal to password1"},
+    "group": {"type": "string", "enum": ["rider", "driver"]},
+}
+_SIGN_UP_REQUIRED = ["username", "password1", "password2", "group"]
+
+SCHEMAS: dict[str, Any] = {
+    "Detail": {"type": "object", "required": ["detail"], "properties": {"detail": {"type": "string"}}},
+    "FieldErrors": {
+        "type": "object",
+        "minProperties": 1,
+        "additionalProperties": {"type": "array", "minItems": 1, "items": {"type": "string"}},
+    },
+    "User": {
+        "type": "object",
+        "required": ["id", "username", "first_name", "last_name", "group", "photo"],
+        "properties": {
+            "id": {"type": "integer"},
+            "username": {"type": "string"},
+            "first_name": {"type": "string"},
+            "last_name": {"type": "string"},
+            "group": {"type": "string", "enum": ["rider", "driver"]},
+            "photo": {"type": "string", "nullable": True, "description": "URL of the photo, or null"},
+        },
+    },
+    "Trip": {
+        "type": "object",
+        "required": ["id", "created", "updated", "pick_up_address", "drop_off_address", "status", "driver", "rider"],
+        "properties": {
+            "id": {"type": "string", "format": "uuid"},
+            "created": {"type": "string", "format": "date-time"},
+            "updated": {"type": "string", "format": "date-time"},
+            "pick_up_address": {"type": "string", "maxLength": MAX_ADDRESS},
+            "drop_off_address": {"type": "string", "maxLength": MAX_ADDRESS},
+            "status": {"type": "string", "enum": ["REQUESTED", "STARTED", "IN_PROGRESS", "COMPLETED"]},
+            "driver": {"allOf": [_ref("User")], "nullable": True},
+            "rider": {"allOf": [_ref("User")], "nullable": True},
+        },
+    },
+    "TokenPair": {
+        "type": "object",
+        "required": ["access", "refresh"],
+        "properties": {"access": {"type": "string"}, "refresh": {"type": "string"}},
+    },
+    "AccessToken": {"type": "object", "required": ["access"], "properties": {"access": {"type": "string"}}},
+    "SignUp": {"type": "object", "required": _SIGN_UP_REQUIRED, "properties": _SIGN_UP_FIELDS},
+    "SignUpForm": {
+        "type": "object",
+        "required": _SIGN_UP_REQUIRED,
+        "properties": {
+            **_SIGN_UP_FIELDS,
+            "photo": {"type": "string", "format": "binary", "description": "JPEG, PNG, WebP or GIF, at most 5 MB"},
+        },
+    },
+    "LogIn": {
+        "type": "object",
+        "required": ["username", "password"],
+        "properties": {"username": {"type": "string", "minLength": 1}, "password": {"type": "string", "minLength": 1}},
+    },
+    "Refresh": {"type": "object", "required": ["refresh"], "properties": {"refresh": {"type": "string"}}},
+}
+
+PATHS: dict[str, Any] = {
+    "/api/sign_up/": {
+        "post": {
+            "tags": ["accounts"],
+            "summary": "Create a rider or driver account",
+            "operationId": "sign_up",
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {"schema": _ref("SignUp")},
+                    "multipart/form-data": {"schema": _ref("SignUpForm")},
+                },
+            },
+            "responses": {
+                "201": _json(_ref("User"), "The new user"),
+                "400": _INVALID,
+                "413": _TOO_LARGE,
+                "503": _UNAVAILABLE,
+            },
+        }
+    },
+    "/api/log_in/": {
+        "post": {
+            "tags": ["accounts"],
+            "summary": "Exchange a username and password for an access and a refresh token",
+            "operationId": "log_in",
+            "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("LogIn")}}},
+            "responses": {
+                "200": _json(_ref("TokenPair"), "Tokens"),
+                "400": _INVALID,
+                "401": _json(_DETAIL, "Wrong username or password (the same answer for both)"),
+                "429": {
+                    **_json(_DETAIL, "Too many attempts for this username or client address"),
+                    "headers": {"Retry-After": {"schema": {"type": "integer"}, "description": "seconds to wait"}},
+                },
+                "503": _UNAVAILABLE,
+            },
+        }
+    },
+    "/api/token/refresh/": {
+        "post": {
+            "tags": ["accounts"],
+            "summary": "Exchange a refresh token for a new access token",
+            "operationId": "refresh",
+            "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("Refresh")}}},
+            "responses": {
+                "200": _json(_ref("AccessToken"), "A new access token"),
+                "400": _INVALID,
+                "401": _json(_DETAIL, "Invalid, expired or revoked refresh token, or an inactive user"),
+                "503": _UNAVAILABLE,
+            },
+        }
+    },
+    "/api/log_out/": {
+        "post": {
+            "tags": ["accounts"],
+            "summary": "Revoke one of the caller's refresh tokens",
+            "operationId": "log_out",
+            "security": _BEARER,
+            "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("Refresh")}}},
+            "responses": {
+                "204": {"description": "Revoked: that refresh token is refused from now on"},
+                "400": _INVALID,
+                "401": _UNAUTHENTICATED,
+                "403": _json(_DETAIL, "The refresh token belongs to another user"),
+                "503": _UNAVAILABLE,
+            },
+        }
+    },
+    "/api/trip/": {
+        "get": {
+            "tags": ["trips"],
+            "summary": "The trips the caller may see, newest first",
+            "description": "A rider sees their own trips; a driver sees every REQUESTED trip and the trips they drive.",
+            "operationId": "trip_list",
+            "security": _BEARER,
+            "parameters": [
+                {
+                    "name": "limit",
+                    "in": "query",
+                    "required": False,
+                    "schema": {"type": "integer", "minimum": 1, "maximum": 500},
+                    "description": "at most this many trips (default 100; the maximum is configurable)",
+                }
+            ],
+            "responses": {
+                "200": _json({"type": "array", "items": _ref("Trip")}, "Trips"),
+                "400": _INVALID,
+                "401": _UNAUTHENTICATED,
+                "503": _UNAVAILABLE,
+            },
+        }
+    },
+    "/api/trip/{trip_id}/": {
+        "get": {
+            "tags": ["trips"],
+            "summary": "One trip, if the caller may see it",
+            "operationId": "trip_detail",
+            "security": _BEARER,
+            "parameters": [{"name": "trip_id", "in": "path", "required": True, "schema": {"type": "string"}}],
+            "responses": {
+                "200": _json(_ref("Trip"), "The trip"),
+                "401": _UNAUTHENTICATED,
+                "404": _json(_DETAIL, "Unknown, invisible or malformed trip id"),
+                "503": _UNAVAILABLE,
+            },
+        }
+    },
+    "/media/photos/{name}": {
+        "get": {
+            "tags": ["media"],
+            "summary": "A user's photo, by the name the server gave it",
+            "operationId": "photo",
+            "parameters": [{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}],
+            "responses": {
+                "200": {
+                    "description": "The image",
+                    "content": {
+                        t: {"schema": {"type": "string", "format": "binary"}}
+                        for t in ("image/jpeg", "image/png", "image/webp", "image/gif")
+                    },
+                },
+                "404": _json(_DETAIL, "No such photo"),
+            },
+        }
+    },
+    "/api/health/": {
+        "get": {
+            "tags": ["operations"],
+            "summary": "Liveness: 200 while this worker serves requests (touches neither database nor Redis)",
+            "operationId": "health",
+            "responses": {
+                "200": _json(
+                    {"type": "object", "required": ["status"], "properties": {"status": {"type": "string"}}},
+                    "Alive",
+                )
+            },
+        }
+    },
+}
+
+SPEC: dict[str, Any] = {"paths": PATHS, "components": {"schemas": SCHEMAS}}
