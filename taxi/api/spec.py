@@ -21,7 +21,7 @@ _UNAVAILABLE = _json(_DETAIL, "The database is unavailable; retry shortly (see R
 _INVALID = _json(_ref("FieldErrors"), "Invalid input: messages per field, `non_field_errors` for the rest")
 _UNAUTHENTICATED = _json(_DETAIL, "Missing, invalid or expired access token, or the user is inactive")
 _TOO_LARGE = _json(_DETAIL, "The request body is over the size limit")
-_BEARER = [{"token": []}]
+_BEARER: list[dict[str, list[str]]] = [{"token": []}]
 
 _SIGN_UP_FIELDS: dict[str, Any] = {
     "username": {"type": "string", "minLength": 1, "maxLength": MAX_USERNAME},
