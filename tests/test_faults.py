@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import pytest
+import websockets
 
 from tests.conftest import REDIS_URL, SECRET
 from tests.servers import ROOT, TIMEOUT_SCALE, PrivatePostgres, ServerProcess
 from tests.support import PASSWORD
-from tests.wsclient import ask, connect, trip_request
+from tests.wsclient import ask, connect, recv, trip_request
 
 
 def call(url: str, body: dict | None = None, token: str | None = None) -> tuple[int, dict | list]:
@@ -99,3 +103,86 @@ def test_postgresql_restart_gives_503_then_recovers_without_a_restart(private_pg
             assert call(f"{server.url}/api/trip/", token=access) == (200, [])
     assert "Traceback" not in server.output(), server.output()
     print(f"recovered {recovery:.2f} s after PostgreSQL came back")
+
+
+def worker_pids(main_pid: int) -> list[int]:
+    """Sanic's worker processes under a main process (they carry SANIC_WORKER_NAME=Sanic-Server-...)."""
+    pids = []
+    for child in Path(f"/proc/{main_pid}/task/{main_pid}/children").read_text().split():
+        try:
+            environ = Path(f"/proc/{child}/environ").read_bytes()
+        except OSError:
+            continue
+        if b"SANIC_WORKER_NAME=Sanic-Server-" in environ:
+            pids.append(int(child))
+    return pids
+
+
+def test_a_killed_worker_loses_only_its_sockets_and_they_come_back(pg_database_url, tmp_path):
+    env = {
+        "TAXI_DATABASE_URL": f"postgresql://{pg_database_url.user}@{pg_database_url.host}:{pg_database_url.port}/"
+        f"{pg_database_url.name}",
+        "TAXI_REDIS_URL": REDIS_URL,
+        "TAXI_REDIS_PREFIX": f"taxi_test_{tmp_path.name}:",
+        "TAXI_SECRET_KEY": SECRET,
+        "TAXI_BCRYPT_ROUNDS": "4",
+    }
+    with ServerProcess(env, workers=2) as server:
+        riders = []
+        for i in range(12):  # all on one worker: 1 chance in 2048
+            call(
+                f"{server.url}/api/sign_up/",
+                {"username": f"r{i}", "password1": PASSWORD, "password2": PASSWORD, "group": "rider"},
+            )
+            riders.append(call(f"{server.url}/api/log_in/", {"username": f"r{i}", "password": PASSWORD})[1])
+        call(
+            f"{server.url}/api/sign_up/",
+            {"username": "d", "password1": PASSWORD, "password2": PASSWORD, "group": "driver"},
+        )
+        driver = call(f"{server.url}/api/log_in/", {"username": "d", "password": PASSWORD})[1]
+        workers = worker_pids(server.proc.pid)
+        assert len(workers) == 2, workers
+
+        async def scenario():
+            d = await connect(server.ws_url, driver["access"])
+            socks, trips = [], []
+            for rider in riders:
+                ws = await connect(server.ws_url, rider["access"])
+                trip = (await ask(ws, "create.trip", trip_request()))["data"]
+                await recv(d)
+                await ask(d, "update.trip", {"id": trip["id"], "status": "STARTED"})
+                await recv(ws)
+                socks.append(ws)
+                trips.append(trip["id"])
+            os.kill(workers[0], signal.SIGKILL)
+            # Sockets on the killed worker drop; the others stay open and working.
+            survivors, dropped = [], []
+            for i, ws in enumerate(socks):
+                try:
+                    await ask(ws, "echo.message", "alive?")
+                    survivors.append(i)
+                except (websockets.exceptions.ConnectionClosed, TimeoutError, OSError):
+                    dropped.append(i)
+            # Every rider (re)connects, to whichever worker takes it, and hears the driver's next step.
+            for i in dropped:
+                for _ in range(50):
+                    try:
+                        socks[i] = await connect(server.ws_url, riders[i]["access"])
+                        break
+                    except (OSError, websockets.exceptions.InvalidStatus, websockets.exceptions.ConnectionClosed):
+                        await asyncio.sleep(0.1)
+            try:
+                await ask(d, "echo.message", "alive?")
+            except (websockets.exceptions.ConnectionClosed, TimeoutError, OSError):
+                d = await connect(server.ws_url, driver["access"])
+            for ws, trip_id in zip(socks, trips, strict=True):
+                reply = await ask(d, "update.trip", {"id": trip_id, "status": "IN_PROGRESS"})
+                assert reply["data"]["status"] == "IN_PROGRESS", reply
+                assert (await recv(ws))["data"]["id"] == trip_id
+            return survivors, dropped
+
+        survivors, dropped = asyncio.run(scenario())
+        assert survivors and dropped, (survivors, dropped)  # sockets were spread over both workers
+        # HTTP keeps being served throughout.
+        for _ in range(10):
+            assert call(f"{server.url}/api/health/") == (200, {"status": "ok"})
