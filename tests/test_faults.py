@@ -78,7 +78,12 @@ def test_postgresql_restart_gives_503_then_recovers_without_a_restart(private_pg
                 private_pg.stop()
                 reply = await ask(ws, "create.trip", trip_request())
                 assert reply["type"] == "error" and reply["data"]["code"] == "unavailable", reply
-                return reply
+                await ask(ws, "echo.message", "still open")  # the socket itself keeps working
+            # A new socket cannot be authenticated meanwhile: a 503 at the handshake, not an open-then-drop.
+            with pytest.raises(websockets.exceptions.InvalidStatus) as err:
+                await connect(server.ws_url, access)
+            assert err.value.response.status_code == 503
+            return reply
 
         asyncio.run(during_outage())
         for _ in range(4):  # every pooled connection of both workers is dead now

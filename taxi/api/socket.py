@@ -69,14 +69,15 @@ async def taxi_socket(request: Request, ws: WebsocketImplProtocol) -> None:
     session = Session(ws.send, ws.fail_connection, ctx.settings.ws_queue_size, label=f"user {caller.id}")
     relay.open(session)
     try:
-        groups = [DRIVERS] if caller.group == DRIVER else []
-        groups += [trip_group(t) for t in await ctx.trips.open_trip_ids(caller)]
         try:
+            groups = [DRIVERS] if caller.group == DRIVER else []
+            groups += [trip_group(t) for t in await ctx.trips.open_trip_ids(caller)]
             for group in groups:
                 await relay.join(session, group)
-        except BrokerUnavailable as exc:
-            log.warning("socket of user %d refused: %s", caller.id, exc)
-            ws.fail_connection(UNAVAILABLE_CLOSE, "realtime service unavailable; try again shortly")
+        except (BrokerUnavailable, *UNAVAILABLE) as exc:
+            # Without its groups the socket would silently miss events: refuse it, the client retries.
+            log.warning("socket of user %d refused: %r", caller.id, exc)
+            ws.fail_connection(UNAVAILABLE_CLOSE, "service unavailable; try again shortly")
             return
         session.start()
         conversation = Conversation(caller, session, relay, ctx.trips)
