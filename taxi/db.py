@@ -96,25 +96,47 @@ class PostgresqlDatabase(peewee_async.PostgresqlDatabase):
     """
 
     async def aio_execute_sql(self, sql: str, params: Sequence[Any] | None = None, fetch_results: Any = None) -> Any:
+        async def work(connection: Any, cursor: Any) -> Any:
+            await cursor.execute(sql, params or ())
+            return await fetch_results(self, cursor) if fetch_results is not None else None
+
+        return await self._run(work, retry=sql.lstrip()[:6].upper() == "SELECT")
+
+    async def fetch_prepared(self, statement: SQL, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        """Run a hot read as a server-side prepared statement: PostgreSQL parses and plans it once per
+        connection instead of on every request (planning the trip joins costs more than running them)."""
+        name = statement.name
+
+        async def work(connection: Any, cursor: Any) -> Any:
+            prepared: set[str] | None = getattr(connection, "_taxi_prepared", None)
+            if prepared is None:
+                prepared = connection._taxi_prepared = set()
+            if name not in prepared:
+                await cursor.execute(f"PREPARE {name} AS {statement.numbered()}")
+                prepared.add(name)
+            await cursor.execute(f"EXECUTE {name} ({', '.join(['%s'] * len(params))})", params)
+            return await cursor.fetchall()
+
+        return list(await self._run(work, retry=True) or [])
+
+    async def _run(self, work: Any, retry: bool) -> Any:
         # A read outside a transaction may be retried once on a fresh connection: after a database restart
         # every pooled connection is dead, and no client should see that once the database is back.
-        retry = connection_context.get() is None and sql.lstrip()[:6].upper() == "SELECT"
+        retry = retry and connection_context.get() is None
         try:
-            return await self._execute_once(sql, params, fetch_results)
+            return await self._run_once(work)
         except (peewee.OperationalError, peewee.InterfaceError):
             if not retry:
                 raise
-        return await self._execute_once(sql, params, fetch_results)
+        return await self._run_once(work)
 
-    async def _execute_once(self, sql: str, params: Sequence[Any] | None, fetch_results: Any) -> Any:
+    async def _run_once(self, work: Any) -> Any:
         try:
             with peewee.__exception_wrapper__:  # type: ignore[attr-defined]
                 async with self.aio_connection() as connection:
                     try:
                         async with connection.cursor() as cursor:
-                            await cursor.execute(sql, params or ())
-                            if fetch_results is not None:
-                                return await fetch_results(self, cursor)
+                            return await work(connection, cursor)
                     except (RuntimeError, psycopg2.OperationalError, psycopg2.InterfaceError):
                         connection.close()  # never hand this connection out again
                         raise
@@ -147,9 +169,15 @@ async def connect(url: DatabaseURL, pool_size: int) -> peewee_async.AioDatabase:
     return database
 
 
-async def fetch_all(sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-    """Run prepared SQL text and return every row as a tuple (the hot read paths skip query building)."""
-    rows = await db.obj.aio_execute_sql(sql, params, fetch_results=fetchall)
+async def fetch_all(sql: SQL, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+    """Run SQL text written once and return every row as a tuple (the hot read paths skip query building).
+
+    A named statement runs as a server-side prepared statement on PostgreSQL.
+    """
+    database = db.obj
+    if sql.name and isinstance(database, PostgresqlDatabase):
+        return await database.fetch_prepared(sql, params)
+    rows = await database.aio_execute_sql(str(sql), params, fetch_results=fetchall)
     return list(rows or [])
 
 
@@ -158,23 +186,27 @@ def placeholder() -> str:
     return "?" if isinstance(db.obj, peewee.SqliteDatabase) else "%s"
 
 
-async def execute(sql: str, params: Sequence[Any] = ()) -> int:
-    """Run prepared SQL text that changes rows; return how many it changed."""
+async def execute(sql: SQL, params: Sequence[Any] = ()) -> int:
+    """Run SQL text written once that changes rows; return how many it changed."""
 
     async def rowcount(_db: Any, cursor: Any) -> int:
         return int(cursor.rowcount)
 
-    return int(await db.obj.aio_execute_sql(sql, params, fetch_results=rowcount))
+    return int(await db.obj.aio_execute_sql(str(sql), params, fetch_results=rowcount))
 
 
 class SQL:
-    """SQL text written once with ``{p}`` for each parameter, rendered for the bound backend on first use."""
+    """SQL text written once with ``{p}`` for each parameter, rendered for the bound backend on first use.
 
-    __slots__ = ("_rendered", "_template")
+    A ``name`` marks a hot read that PostgreSQL should prepare once per connection (see ``fetch_all``).
+    """
 
-    def __init__(self, template: str) -> None:
+    __slots__ = ("_rendered", "_template", "name")
+
+    def __init__(self, template: str, name: str = "") -> None:
         self._template = template
         self._rendered: dict[str, str] = {}
+        self.name = name
 
     def __str__(self) -> str:
         mark = placeholder()
@@ -182,6 +214,11 @@ class SQL:
         if text is None:
             text = self._rendered[mark] = self._template.replace("{p}", mark)
         return text
+
+    def numbered(self) -> str:
+        """The text with $1, $2, ... for PREPARE."""
+        parts = self._template.split("{p}")
+        return "".join(part + (f"${i}" if i < len(parts) else "") for i, part in enumerate(parts, start=1))
 
 
 def timestamp(value: Any) -> Any:

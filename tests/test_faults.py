@@ -170,6 +170,7 @@ def test_a_killed_worker_loses_only_its_sockets_and_they_come_back(pg_database_u
                     dropped.append(i)
             # Every rider (re)connects, to whichever worker takes it, and hears the driver's next step.
             for i in dropped:
+                await socks[i].close()
                 for _ in range(50):
                     try:
                         socks[i] = await connect(server.ws_url, riders[i]["access"])
@@ -179,11 +180,14 @@ def test_a_killed_worker_loses_only_its_sockets_and_they_come_back(pg_database_u
             try:
                 await ask(d, "echo.message", "alive?")
             except (websockets.exceptions.ConnectionClosed, TimeoutError, OSError):
+                await d.close()
                 d = await connect(server.ws_url, driver["access"])
             for ws, trip_id in zip(socks, trips, strict=True):
                 reply = await ask(d, "update.trip", {"id": trip_id, "status": "IN_PROGRESS"})
                 assert reply["data"]["status"] == "IN_PROGRESS", reply
                 assert (await recv(ws))["data"]["id"] == trip_id
+            for ws in (*socks, d):
+                await ws.close()
             return survivors, dropped
 
         survivors, dropped = asyncio.run(scenario())

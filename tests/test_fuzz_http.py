@@ -9,6 +9,9 @@ import urllib.request
 
 import pytest
 import schemathesis
+import schemathesis.specs.openapi.schemas  # imported (and assertion-rewritten) at collection time:
+
+# compiling it lazily, mid-run, trips a CPython 3.11 "AST constructor recursion depth mismatch" SystemError
 from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis.checks import not_a_server_error

@@ -45,7 +45,8 @@ class Caller:
 
 
 _LOAD_CALLER = dbm.SQL(
-    "SELECT id, username, first_name, last_name, role, photo FROM taxi_user WHERE id = {p} AND is_active"
+    "SELECT id, username, first_name, last_name, role, photo FROM taxi_user WHERE id = {p} AND is_active",
+    name="taxi_load_caller",
 )
 _FIND_LOGIN = dbm.SQL(
     "SELECT id, username, first_name, last_name, role, photo, password FROM taxi_user "
@@ -56,7 +57,7 @@ _IS_REVOKED = dbm.SQL("SELECT 1 FROM taxi_revoked_token WHERE jti = {p}")
 
 async def load_caller(user_id: int) -> Caller | None:
     """The active user with this id, or None if they were deleted or deactivated."""
-    rows = await dbm.fetch_all(str(_LOAD_CALLER), (user_id,))
+    rows = await dbm.fetch_all(_LOAD_CALLER, (user_id,))
     return Caller(*rows[0]) if rows else None
 
 
@@ -127,7 +128,7 @@ class Accounts:
         )
         if wait:
             raise TooManyRequests(f"Too many log-in attempts; try again in {wait} seconds.", wait)
-        rows = await dbm.fetch_all(str(_FIND_LOGIN), (username,))
+        rows = await dbm.fetch_all(_FIND_LOGIN, (username,))
         if not rows:
             await check_password(password, await _dummy.get(self.rounds))
             raise AuthenticationFailed(BAD_CREDENTIALS, code="no_active_account")
@@ -144,7 +145,7 @@ class Accounts:
 
     async def refresh(self, refresh_token: str) -> dict[str, str]:
         claims = self.tokens.decode(refresh_token, REFRESH)
-        if await dbm.fetch_all(str(_IS_REVOKED), (claims["jti"],)):
+        if await dbm.fetch_all(_IS_REVOKED, (claims["jti"],)):
             raise AuthenticationFailed("Token is blacklisted.", code="token_not_valid")
         caller = await load_caller(claims["id"])
         if caller is None:

@@ -29,10 +29,13 @@ _TRIP_SELECT = (
     "LEFT JOIN taxi_user r ON r.id = t.rider_id "
     "LEFT JOIN taxi_user d ON d.id = t.driver_id "
 )
-_GET = dbm.SQL(_TRIP_SELECT + "WHERE t.id = {p}")
-_LIST_RIDER = dbm.SQL(_TRIP_SELECT + "WHERE t.rider_id = {p} ORDER BY t.created DESC, t.id DESC LIMIT {p}")
+_GET = dbm.SQL(_TRIP_SELECT + "WHERE t.id = {p}", name="taxi_trip_get")
+_LIST_RIDER = dbm.SQL(
+    _TRIP_SELECT + "WHERE t.rider_id = {p} ORDER BY t.created DESC, t.id DESC LIMIT {p}", name="taxi_trip_list_rider"
+)
 _LIST_DRIVER = dbm.SQL(
-    _TRIP_SELECT + "WHERE t.status = 'REQUESTED' OR t.driver_id = {p} ORDER BY t.created DESC, t.id DESC LIMIT {p}"
+    _TRIP_SELECT + "WHERE t.status = 'REQUESTED' OR t.driver_id = {p} ORDER BY t.created DESC, t.id DESC LIMIT {p}",
+    name="taxi_trip_list_driver",
 )
 _INSERT = dbm.SQL(
     "INSERT INTO taxi_trip (id, created, updated, pick_up_address, drop_off_address, status, rider_id) "
@@ -105,11 +108,11 @@ class Trips:
     async def list_for(self, caller: Caller, limit: int) -> list[dict[str, Any]]:
         """The trips the caller may see, newest first, at most ``limit``."""
         sql = _LIST_RIDER if caller.group == RIDER else _LIST_DRIVER
-        rows = await dbm.fetch_all(str(sql), (caller.id, limit))
+        rows = await dbm.fetch_all(sql, (caller.id, limit))
         return [_view(row, self.public_url).data for row in rows]
 
     async def fetch(self, trip_id: uuid.UUID) -> TripView | None:
-        rows = await dbm.fetch_all(str(_GET), (trip_id.hex,))
+        rows = await dbm.fetch_all(_GET, (trip_id.hex,))
         return _view(rows[0], self.public_url) if rows else None
 
     async def get_visible(self, caller: Caller, trip_id: uuid.UUID) -> TripView:
@@ -122,7 +125,7 @@ class Trips:
     async def open_trip_ids(self, caller: Caller) -> list[str]:
         """Ids of the caller's trips that are not COMPLETED (the groups a reconnecting socket rejoins)."""
         sql = _OPEN_TRIPS_RIDER if caller.group == RIDER else _OPEN_TRIPS_DRIVER
-        return [trip_id_text(row[0]) for row in await dbm.fetch_all(str(sql), (caller.id,))]
+        return [trip_id_text(row[0]) for row in await dbm.fetch_all(sql, (caller.id,))]
 
     async def request(self, caller: Caller, form: TripRequest) -> TripView:
         """A rider requests a trip; it is committed as REQUESTED before this returns."""
@@ -131,9 +134,7 @@ class Trips:
         trip_id = uuid.uuid4()
         now = utcnow()
         stamp = dbm.timestamp(now)
-        await dbm.execute(
-            str(_INSERT), (trip_id.hex, stamp, stamp, form.pick_up_address, form.drop_off_address, caller.id)
-        )
+        await dbm.execute(_INSERT, (trip_id.hex, stamp, stamp, form.pick_up_address, form.drop_off_address, caller.id))
         created = iso(now)
         data = {
             "id": str(trip_id),
@@ -163,15 +164,13 @@ class Trips:
         now = utcnow()
         stamp = dbm.timestamp(now)
         if status == STARTED:
-            changed = await dbm.execute(
-                str(_ACCEPT), (STARTED, caller.id, stamp, trip_id.hex, claimed_rider, claimed_rider)
-            )
+            changed = await dbm.execute(_ACCEPT, (STARTED, caller.id, stamp, trip_id.hex, claimed_rider, claimed_rider))
         else:
             previous = next((k for k, v in TRANSITIONS.items() if v == status), None)
             changed = 0
             if previous is not None:
                 changed = await dbm.execute(
-                    str(_ADVANCE),
+                    _ADVANCE,
                     (status, stamp, trip_id.hex, previous, caller.id, claimed_rider, claimed_rider),
                 )
         trip = await self.fetch(trip_id)
