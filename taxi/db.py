@@ -181,6 +181,10 @@ async def fetch_all(sql: SQL, params: Sequence[Any] = ()) -> list[tuple[Any, ...
     return list(rows or [])
 
 
+def is_postgresql() -> bool:
+    return isinstance(db.obj, PostgresqlDatabase)
+
+
 def placeholder() -> str:
     """The DB-API parameter marker of the bound database (``%s`` or ``?``)."""
     return "?" if isinstance(db.obj, peewee.SqliteDatabase) else "%s"

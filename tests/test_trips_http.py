@@ -138,5 +138,9 @@ def test_tokens_of_deactivated_and_deleted_users_are_refused(client, sql, rider,
     sql.execute("DELETE FROM taxi_user WHERE id = %s", (driver["id"],))
     _, deleted = client.get("/api/trip/", headers=bearer(driver["access"]))
     assert deleted.status == 401
+    trip = sql.add_trip(None)
+    for path in (f"/api/trip/{trip}/", "/api/trip/not-a-uuid/", "/api/trip/?limit=1"):
+        for token in (rider["access"], driver["access"]):
+            assert client.get(path, headers=bearer(token))[1].status == 401, path
     _, refreshed = client.post("/api/token/refresh/", json={"refresh": driver["refresh"]})
     assert refreshed.status == 401

@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from taxi import db as dbm
-from taxi.errors import Conflict, NotFound, PermissionDenied, ValidationFailed
+from taxi.errors import AuthenticationFailed, Conflict, NotFound, PermissionDenied, ValidationFailed
 from taxi.models import COMPLETED, DRIVER, IN_PROGRESS, REQUESTED, RIDER, STARTED, STATUSES, utcnow
 from taxi.schemas import TripRequest, iso, user_out
-from taxi.services.accounts import Caller
+from taxi.services.accounts import Caller, load_caller
 
 # status now -> the status a driver may move it to. Only REQUESTED -> STARTED is open to any driver.
 TRANSITIONS: dict[str, str] = {REQUESTED: STARTED, STARTED: IN_PROGRESS, IN_PROGRESS: COMPLETED}
@@ -37,6 +37,23 @@ _LIST_DRIVER = dbm.SQL(
     _TRIP_SELECT + "WHERE t.status = 'REQUESTED' OR t.driver_id = {p} ORDER BY t.created DESC, t.id DESC LIMIT {p}",
     name="taxi_trip_list_driver",
 )
+# PostgreSQL: the caller's liveness check and their trips in one round trip (LATERAL), one statement per role.
+_ME = "SELECT u.username, u.first_name, u.last_name, u.role, u.photo, x.* FROM taxi_user u LEFT JOIN LATERAL ("
+_ME_END = ") x ON TRUE WHERE u.id = {p} AND u.is_active"
+_LIST_RIDER_ME = dbm.SQL(
+    _ME
+    + _TRIP_SELECT
+    + "WHERE t.rider_id = u.id ORDER BY t.created DESC, t.id DESC LIMIT {p}"
+    + _ME_END
+    + " AND u.role = 'rider'",
+    name="taxi_trip_list_rider_me",
+)
+_LIST_DRIVER_ME = dbm.SQL(
+    _ME + _TRIP_SELECT + "WHERE t.status = 'REQUESTED' OR t.driver_id = u.id ORDER BY t.created DESC, t.id DESC "
+    "LIMIT {p}" + _ME_END + " AND u.role = 'driver'",
+    name="taxi_trip_list_driver_me",
+)
+_GET_ME = dbm.SQL(_ME + _TRIP_SELECT + "WHERE t.id = {p}" + _ME_END, name="taxi_trip_get_me")
 _INSERT = dbm.SQL(
     "INSERT INTO taxi_trip (id, created, updated, pick_up_address, drop_off_address, status, rider_id) "
     "VALUES ({p}, {p}, {p}, {p}, {p}, 'REQUESTED', {p})"
@@ -92,6 +109,14 @@ def _view(row: Sequence[Any], public_url: str | None) -> TripView:
     return TripView(trip_id, row[5], row[6], row[12], data)
 
 
+async def active_user(user_id: int) -> Caller:
+    """The active user with this id; 401 for a deleted or deactivated one."""
+    caller = await load_caller(user_id)
+    if caller is None:
+        raise AuthenticationFailed("User not found or inactive.", code="user_inactive")
+    return caller
+
+
 def can_see(caller: Caller, trip: TripView) -> bool:
     """Riders see their own trips; drivers see every open request and the trips they drive."""
     if caller.group == RIDER:
@@ -110,6 +135,31 @@ class Trips:
         sql = _LIST_RIDER if caller.group == RIDER else _LIST_DRIVER
         rows = await dbm.fetch_all(sql, (caller.id, limit))
         return [_view(row, self.public_url).data for row in rows]
+
+    async def list_for_user(self, user_id: int, group: str, limit: int) -> list[dict[str, Any]]:
+        """``list_for`` by user id, refusing a deleted or inactive user (401) in the same round trip.
+
+        ``group`` is the token's claim; it only picks the statement, the stored role decides.
+        """
+        if dbm.is_postgresql():
+            sql = _LIST_RIDER_ME if group == RIDER else _LIST_DRIVER_ME
+            rows = await dbm.fetch_all(sql, (limit, user_id))
+            if rows:
+                return [_view(row[5:], self.public_url).data for row in rows if row[5] is not None]
+        return await self.list_for(await active_user(user_id), limit)
+
+    async def get_for_user(self, user_id: int, trip_id: uuid.UUID) -> TripView:
+        """``get_visible`` by user id, refusing a deleted or inactive user (401) in the same round trip."""
+        if dbm.is_postgresql():
+            rows = await dbm.fetch_all(_GET_ME, (trip_id.hex, user_id))
+            if not rows:
+                raise AuthenticationFailed("User not found or inactive.", code="user_inactive")
+            row = rows[0]
+            trip = _view(row[5:], self.public_url) if row[5] is not None else None
+            if trip is None or not can_see(Caller(user_id, *row[:5]), trip):
+                raise NotFound("Not found.")
+            return trip
+        return await self.get_visible(await active_user(user_id), trip_id)
 
     async def fetch(self, trip_id: uuid.UUID) -> TripView | None:
         rows = await dbm.fetch_all(_GET, (trip_id.hex,))
