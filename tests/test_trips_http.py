@@ -33,6 +33,9 @@ def test_rider_lists_only_their_own_trips_newest_first(client, sql, rider):
     _, resp = client.get("/api/trip/", headers=bearer(rider["access"]))
     assert resp.status == 200
     assert [t["id"] for t in resp.json] == [newer, older]
+    # Each trip in the list is exactly what its detail route returns.
+    for trip in resp.json:
+        assert client.get(f"/api/trip/{trip['id']}/", headers=bearer(rider["access"]))[1].json == trip
 
 
 def test_trip_shape_matches_the_reference_client(client, sql, rider, driver):
@@ -66,6 +69,8 @@ def test_driver_sees_open_requests_and_their_own_trips_only(client, sql, rider, 
     _, resp = client.get("/api/trip/", headers=bearer(driver["access"]))
     assert resp.status == 200
     assert [t["id"] for t in resp.json] == [mine, requested, finished]
+    for trip in resp.json:
+        assert client.get(f"/api/trip/{trip['id']}/", headers=bearer(driver["access"]))[1].json == trip
     _, hidden = client.get(f"/api/trip/{theirs}/", headers=bearer(driver["access"]))
     assert hidden.status == 404
     _, shown = client.get(f"/api/trip/{requested}/", headers=bearer(driver["access"]))

@@ -38,22 +38,28 @@ _LIST_DRIVER = dbm.SQL(
     name="taxi_trip_list_driver",
 )
 # PostgreSQL: the caller's liveness check and their trips in one round trip (LATERAL), one statement per role.
+# PostgreSQL also renders the id and timestamps exactly as the API writes them, sparing Python the conversions.
+_ISO = """to_char({col} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')"""
+_TRIP_SELECT_PG = _TRIP_SELECT.replace(
+    "SELECT t.id, t.created, t.updated,",
+    f"SELECT t.id::text, {_ISO.format(col='t.created')}, {_ISO.format(col='t.updated')},",
+)
 _ME = "SELECT u.username, u.first_name, u.last_name, u.role, u.photo, x.* FROM taxi_user u LEFT JOIN LATERAL ("
 _ME_END = ") x ON TRUE WHERE u.id = {p} AND u.is_active"
 _LIST_RIDER_ME = dbm.SQL(
     _ME
-    + _TRIP_SELECT
+    + _TRIP_SELECT_PG
     + "WHERE t.rider_id = u.id ORDER BY t.created DESC, t.id DESC LIMIT {p}"
     + _ME_END
     + " AND u.role = 'rider'",
     name="taxi_trip_list_rider_me",
 )
 _LIST_DRIVER_ME = dbm.SQL(
-    _ME + _TRIP_SELECT + "WHERE t.status = 'REQUESTED' OR t.driver_id = u.id ORDER BY t.created DESC, t.id DESC "
+    _ME + _TRIP_SELECT_PG + "WHERE t.status = 'REQUESTED' OR t.driver_id = u.id ORDER BY t.created DESC, t.id DESC "
     "LIMIT {p}" + _ME_END + " AND u.role = 'driver'",
     name="taxi_trip_list_driver_me",
 )
-_GET_ME = dbm.SQL(_ME + _TRIP_SELECT + "WHERE t.id = {p}" + _ME_END, name="taxi_trip_get_me")
+_GET_ME = dbm.SQL(_ME + _TRIP_SELECT_PG + "WHERE t.id = {p}" + _ME_END, name="taxi_trip_get_me")
 _INSERT = dbm.SQL(
     "INSERT INTO taxi_trip (id, created, updated, pick_up_address, drop_off_address, status, rider_id) "
     "VALUES ({p}, {p}, {p}, {p}, {p}, 'REQUESTED', {p})"
@@ -92,14 +98,15 @@ def trip_id_text(value: Any) -> str:
     return str(value if isinstance(value, uuid.UUID) else uuid.UUID(str(value)))
 
 
-def _view(row: Sequence[Any], public_url: str | None) -> TripView:
+def _view(row: Sequence[Any], public_url: str | None, rendered: bool = False) -> TripView:
+    """A trip row as a view; ``rendered`` rows already hold the id and timestamps as the API writes them."""
     rider = _user(row[6:12], public_url)
     driver = _user(row[12:18], public_url)
-    trip_id = trip_id_text(row[0])
+    trip_id = row[0] if rendered else trip_id_text(row[0])
     data = {
         "id": trip_id,
-        "created": iso(row[1]),
-        "updated": iso(row[2]),
+        "created": row[1] if rendered else iso(row[1]),
+        "updated": row[2] if rendered else iso(row[2]),
         "pick_up_address": row[3],
         "drop_off_address": row[4],
         "status": row[5],
@@ -145,7 +152,7 @@ class Trips:
             sql = _LIST_RIDER_ME if group == RIDER else _LIST_DRIVER_ME
             rows = await dbm.fetch_all(sql, (limit, user_id))
             if rows:
-                return [_view(row[5:], self.public_url).data for row in rows if row[5] is not None]
+                return [_view(row[5:], self.public_url, rendered=True).data for row in rows if row[5] is not None]
         return await self.list_for(await active_user(user_id), limit)
 
     async def get_for_user(self, user_id: int, trip_id: uuid.UUID) -> TripView:
@@ -155,7 +162,7 @@ class Trips:
             if not rows:
                 raise AuthenticationFailed("User not found or inactive.", code="user_inactive")
             row = rows[0]
-            trip = _view(row[5:], self.public_url) if row[5] is not None else None
+            trip = _view(row[5:], self.public_url, rendered=True) if row[5] is not None else None
             if trip is None or not can_see(Caller(user_id, *row[:5]), trip):
                 raise NotFound("Not found.")
             return trip
