@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -12,6 +13,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from tests.support import free_port
 
@@ -164,3 +166,37 @@ class PrivatePostgres:
             conn.cursor().execute(f'CREATE DATABASE "{name}"')
         finally:
             conn.close()
+
+
+def server_env(url: Any, tmp_path: Path, **overrides: str) -> dict[str, str]:
+    """TAXI_* variables for a server process on the test PostgreSQL database ``url`` and the test Redis."""
+    import secrets
+
+    from tests.conftest import REDIS_URL, RUN_ID, SECRET
+
+    env = {
+        "TAXI_DATABASE_URL": f"postgresql://{url.user}@{url.host}:{url.port}/{url.name}",
+        "TAXI_REDIS_URL": REDIS_URL,
+        # Unique per server: log-in counters live in Redis for a window and must not leak into the next run.
+        "TAXI_REDIS_PREFIX": f"taxi_test_{RUN_ID}_{secrets.token_hex(3)}:",
+        "TAXI_SECRET_KEY": SECRET,
+        "TAXI_BCRYPT_ROUNDS": "4",
+        "TAXI_MEDIA_ROOT": str(tmp_path / "media"),
+    }
+    env.update(overrides)
+    return env
+
+
+def call(
+    url: str, body: dict[str, Any] | None = None, token: str | None = None, method: str | None = None
+) -> tuple[int, Any]:
+    """One JSON request with urllib (POST when there is a body); returns (status, decoded body)."""
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(req, timeout=15) as resp:
+            return resp.status, json.loads(resp.read() or b"null")
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read() or b"null")

@@ -3,36 +3,24 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
 import websockets
 
-from tests.conftest import REDIS_URL, SECRET
-from tests.servers import ROOT, TIMEOUT_SCALE, PrivatePostgres, ServerProcess
+from taxi.config import DatabaseURL
+from tests.servers import ROOT, TIMEOUT_SCALE, PrivatePostgres, ServerProcess, call, server_env
 from tests.support import PASSWORD
 from tests.wsclient import ask, connect, recv, trip_request
 
 
-def call(url: str, body: dict | None = None, token: str | None = None) -> tuple[int, dict | list]:
-    req = urllib.request.Request(
-        url, data=json.dumps(body).encode() if body is not None else None, headers={"Content-Type": "application/json"}
-    )
-    if token:
-        req.add_header("Authorization", f"Bearer {token}")
-    try:
-        with urllib.request.urlopen(req, timeout=15) as resp:
-            return resp.status, json.loads(resp.read() or b"null")
-    except urllib.error.HTTPError as err:
-        return err.code, json.loads(err.read() or b"null")
+def pg_url_like(port: int) -> DatabaseURL:
+    return DatabaseURL(backend="postgresql", name="taxi", host="127.0.0.1", port=port, user="postgres")
 
 
 @pytest.fixture
@@ -47,13 +35,7 @@ def private_pg():
 
 def test_postgresql_restart_gives_503_then_recovers_without_a_restart(private_pg, tmp_path):
     private_pg.create_database("taxi")
-    env = {
-        "TAXI_DATABASE_URL": f"postgresql://postgres@127.0.0.1:{private_pg.port}/taxi",
-        "TAXI_REDIS_URL": REDIS_URL,
-        "TAXI_REDIS_PREFIX": f"taxi_test_{tmp_path.name}:",
-        "TAXI_SECRET_KEY": SECRET,
-        "TAXI_BCRYPT_ROUNDS": "4",
-    }
+    env = server_env(pg_url_like(private_pg.port), tmp_path)
     subprocess.run(
         [sys.executable, "-m", "taxi", "migrate"],
         cwd=ROOT,
@@ -124,14 +106,7 @@ def worker_pids(main_pid: int) -> list[int]:
 
 
 def test_a_killed_worker_loses_only_its_sockets_and_they_come_back(pg_database_url, tmp_path):
-    env = {
-        "TAXI_DATABASE_URL": f"postgresql://{pg_database_url.user}@{pg_database_url.host}:{pg_database_url.port}/"
-        f"{pg_database_url.name}",
-        "TAXI_REDIS_URL": REDIS_URL,
-        "TAXI_REDIS_PREFIX": f"taxi_test_{tmp_path.name}:",
-        "TAXI_SECRET_KEY": SECRET,
-        "TAXI_BCRYPT_ROUNDS": "4",
-    }
+    env = server_env(pg_database_url, tmp_path)
     with ServerProcess(env, workers=2) as server:
         riders = []
         for i in range(12):  # all on one worker: 1 chance in 2048

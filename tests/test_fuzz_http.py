@@ -3,9 +3,7 @@ response has a documented status and matches its documented schema."""
 
 from __future__ import annotations
 
-import json
 import os
-import urllib.request
 
 import pytest
 import schemathesis
@@ -23,8 +21,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from tests.conftest import REDIS_URL, SECRET
-from tests.servers import ServerProcess
+from tests.servers import ServerProcess, call, server_env
 from tests.support import PASSWORD
 
 EXAMPLES = int(os.environ.get("TAXI_FUZZ_EXAMPLES", "40"))
@@ -40,32 +37,18 @@ CHECKS = [
 ]
 
 
-def post(url: str, body: dict) -> dict:
-    req = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=10) as resp:
-        return json.loads(resp.read())
-
-
 @pytest.fixture(scope="module")
 def api(postgresql_url, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("fuzz")
-    env = {
-        "TAXI_DATABASE_URL": f"postgresql://{postgresql_url.user}@{postgresql_url.host}:{postgresql_url.port}/"
-        f"{postgresql_url.name}",
-        "TAXI_REDIS_URL": REDIS_URL,
-        "TAXI_REDIS_PREFIX": f"taxi_test_{tmp.name}:",
-        "TAXI_SECRET_KEY": SECRET,
-        "TAXI_BCRYPT_ROUNDS": "4",
-        "TAXI_MEDIA_ROOT": str(tmp / "media"),
-        "TAXI_LOGIN_ATTEMPTS_PER_USER": "100000",
-        "TAXI_LOGIN_ATTEMPTS_PER_ADDRESS": "100000",
-    }
+    env = server_env(
+        postgresql_url, tmp, TAXI_LOGIN_ATTEMPTS_PER_USER="100000", TAXI_LOGIN_ATTEMPTS_PER_ADDRESS="100000"
+    )
     with ServerProcess(env) as server:
-        post(
+        call(
             f"{server.url}/api/sign_up/",
             {"username": "fuzz-rider", "password1": PASSWORD, "password2": PASSWORD, "group": "rider"},
         )
-        tokens = post(f"{server.url}/api/log_in/", {"username": "fuzz-rider", "password": PASSWORD})
+        _, tokens = call(f"{server.url}/api/log_in/", {"username": "fuzz-rider", "password": PASSWORD})
         schema = schemathesis.openapi.from_url(f"{server.url}/docs/openapi.json")
         yield server, schema, tokens
     assert "Traceback" not in server.output(), server.output()

@@ -4,7 +4,7 @@ and Redis going away under a running server."""
 from __future__ import annotations
 
 import asyncio
-import json
+import secrets
 import shutil
 import subprocess
 import time
@@ -14,36 +14,22 @@ import pytest
 import redis
 import websockets
 
-from tests.conftest import REDIS_URL, SECRET
-from tests.servers import TIMEOUT_SCALE, ServerProcess
+from tests.conftest import REDIS_URL
+from tests.servers import TIMEOUT_SCALE, ServerProcess, call, server_env
 from tests.support import PASSWORD, SyncDB, free_port
 from tests.wsclient import ask, connect, recv, silent, trip_request
 
 
-def http(base: str, path: str, body: dict) -> dict:
-    req = urllib.request.Request(
-        f"{base}{path}", data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
-    )
-    with urllib.request.urlopen(req, timeout=10) as resp:
-        return json.loads(resp.read())
-
-
 def account(base: str, username: str, group: str) -> dict:
-    user = http(
-        base, "/api/sign_up/", {"username": username, "password1": PASSWORD, "password2": PASSWORD, "group": group}
-    )
-    return user | http(base, "/api/log_in/", {"username": username, "password": PASSWORD})
+    body = {"username": username, "password1": PASSWORD, "password2": PASSWORD, "group": group}
+    status, user = call(f"{base}/api/sign_up/", body)
+    assert status == 201, user
+    return user | call(f"{base}/api/log_in/", {"username": username, "password": PASSWORD})[1]
 
 
 def env_for(url, tmp_path, redis_url: str = REDIS_URL, prefix: str | None = None) -> dict[str, str]:
-    return {
-        "TAXI_DATABASE_URL": f"postgresql://{url.user}@{url.host}:{url.port}/{url.name}",
-        "TAXI_REDIS_URL": redis_url,
-        "TAXI_REDIS_PREFIX": prefix or f"taxi_test_{tmp_path.name}:",
-        "TAXI_SECRET_KEY": SECRET,
-        "TAXI_BCRYPT_ROUNDS": "4",
-        "TAXI_MEDIA_ROOT": str(tmp_path / "media"),
-    }
+    extra = {"TAXI_REDIS_PREFIX": prefix} if prefix else {}
+    return server_env(url, tmp_path, TAXI_REDIS_URL=redis_url, **extra)
 
 
 def test_rider_and_driver_on_two_separate_servers_complete_a_trip(pg_database_url, tmp_path):
@@ -78,7 +64,7 @@ def test_rider_and_driver_on_two_separate_servers_complete_a_trip(pg_database_ur
 
 
 def test_two_workers_broadcast_to_sockets_on_both(pg_database_url, tmp_path):
-    prefix = f"taxi_test_{tmp_path.name}:"
+    prefix = f"taxi_test_{secrets.token_hex(4)}:"
     channel = f"{prefix}group:drivers"
     admin = redis.Redis.from_url(REDIS_URL)
     with ServerProcess(env_for(pg_database_url, tmp_path, prefix=prefix), workers=2) as server:

@@ -2,53 +2,25 @@
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import subprocess
 import sys
-import urllib.error
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.conftest import REDIS_URL, SECRET
-from tests.servers import ROOT, ServerProcess
+from tests.servers import ROOT, ServerProcess, call, server_env
 from tests.support import PASSWORD
 
 
-def call(url: str, method: str = "GET", body: dict | None = None, token: str | None = None) -> tuple[int, object]:
-    req = urllib.request.Request(url, method=method, data=json.dumps(body).encode() if body is not None else None)
-    req.add_header("Content-Type", "application/json")
-    if token:
-        req.add_header("Authorization", f"Bearer {token}")
-    try:
-        with urllib.request.urlopen(req, timeout=10) as resp:
-            return resp.status, json.loads(resp.read() or b"null")
-    except urllib.error.HTTPError as err:
-        return err.code, json.loads(err.read() or b"null")
-
-
-def pg_env(url, tmp_path) -> dict[str, str]:
-    return {
-        "TAXI_DATABASE_URL": f"postgresql://{url.user}@{url.host}:{url.port}/{url.name}",
-        "TAXI_REDIS_URL": REDIS_URL,
-        "TAXI_REDIS_PREFIX": f"taxi_test_{tmp_path.name}:",
-        "TAXI_SECRET_KEY": SECRET,
-        "TAXI_BCRYPT_ROUNDS": "4",
-        "TAXI_MEDIA_ROOT": str(tmp_path / "media"),
-    }
-
-
 def test_two_workers_serve_the_api_and_stop_cleanly(pg_database_url, tmp_path):
-    with ServerProcess(pg_env(pg_database_url, tmp_path), workers=2) as server:
+    with ServerProcess(server_env(pg_database_url, tmp_path), workers=2) as server:
         status, user = call(
             f"{server.url}/api/sign_up/",
-            "POST",
             {"username": "w@example.com", "password1": PASSWORD, "password2": PASSWORD, "group": "rider"},
         )
         assert status == 201, user
-        status, tokens = call(f"{server.url}/api/log_in/", "POST", {"username": "w@example.com", "password": PASSWORD})
+        status, tokens = call(f"{server.url}/api/log_in/", {"username": "w@example.com", "password": PASSWORD})
         assert status == 200
         # Many concurrent requests, spread by the kernel over both workers; all are served.
         with ThreadPoolExecutor(16) as pool:
@@ -69,7 +41,7 @@ def test_several_workers_without_redis_refuse_to_start(tmp_path):
 
 
 def test_postgresql_without_a_strong_secret_refuses_to_start(pg_database_url, tmp_path):
-    env = pg_env(pg_database_url, tmp_path) | {"TAXI_SECRET_KEY": "short"}
+    env = server_env(pg_database_url, tmp_path, TAXI_SECRET_KEY="short")
     with pytest.raises(RuntimeError) as err:
         ServerProcess(env).start()
     assert "TAXI_SECRET_KEY" in str(err.value)
@@ -86,11 +58,10 @@ def test_embedded_default_migrates_itself_and_keeps_one_secret(tmp_path):
     with ServerProcess(env) as server:
         status, _ = call(
             f"{server.url}/api/sign_up/",
-            "POST",
             {"username": "first@example.com", "password1": PASSWORD, "password2": PASSWORD, "group": "driver"},
         )
         assert status == 201
-        _, tokens = call(f"{server.url}/api/log_in/", "POST", {"username": "first@example.com", "password": PASSWORD})
+        _, tokens = call(f"{server.url}/api/log_in/", {"username": "first@example.com", "password": PASSWORD})
     secret = (tmp_path / ".taxi-secret").read_text()
     assert len(secret) >= 32
     # A restart signs with the same key: the old token still works.
@@ -112,7 +83,7 @@ def test_postgresql_server_refuses_an_unmigrated_database(postgresql_url, tmp_pa
     admin.autocommit = True
     admin.cursor().execute(f'CREATE DATABASE "{name}"')
     try:
-        env = pg_env(postgresql_url, tmp_path)
+        env = server_env(postgresql_url, tmp_path)
         env["TAXI_DATABASE_URL"] = env["TAXI_DATABASE_URL"].rsplit("/", 1)[0] + f"/{name}"
         with pytest.raises(RuntimeError) as err:
             ServerProcess(env).start()

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import secrets
-import urllib.error
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -15,8 +12,7 @@ from sanic_testing.reusable import ReusableClient
 
 from taxi.app import create_app
 from taxi.services.throttle import MemoryThrottle, RedisThrottle
-from tests.conftest import REDIS_URL
-from tests.servers import ServerProcess
+from tests.servers import ServerProcess, call, server_env
 from tests.support import PASSWORD, free_port, sign_up
 
 
@@ -68,31 +64,12 @@ async def test_redis_throttle_falls_back_to_memory_when_redis_is_down():
 
 
 def test_limits_are_shared_by_the_workers_of_a_server(pg_database_url, tmp_path):
-    env = {
-        "TAXI_DATABASE_URL": f"postgresql://{pg_database_url.user}@{pg_database_url.host}:{pg_database_url.port}/"
-        f"{pg_database_url.name}",
-        "TAXI_REDIS_URL": REDIS_URL,
-        "TAXI_REDIS_PREFIX": f"taxi_test_{tmp_path.name}:",
-        "TAXI_SECRET_KEY": "s" * 40,
-        "TAXI_BCRYPT_ROUNDS": "4",
-        "TAXI_LOGIN_ATTEMPTS_PER_USER": "4",
-    }
-
-    def post(url: str) -> int:
-        req = urllib.request.Request(
-            url,
-            data=json.dumps({"username": "x@example.com", "password": "nope"}).encode(),
-            headers={"Content-Type": "application/json"},
-        )
-        try:
-            with urllib.request.urlopen(req, timeout=10) as resp:
-                return resp.status
-        except urllib.error.HTTPError as err:
-            return err.code
+    env = server_env(pg_database_url, tmp_path, TAXI_LOGIN_ATTEMPTS_PER_USER="4")
 
     # Separate connections, so the kernel spreads them over both workers.
     with ServerProcess(env, workers=2) as server, ThreadPoolExecutor(8) as pool:
-        statuses = list(pool.map(lambda _: post(f"{server.url}/api/log_in/"), range(12)))
+        body = {"username": "x@example.com", "password": "nope"}
+        statuses = [status for status, _ in pool.map(lambda _: call(f"{server.url}/api/log_in/", body), range(12))]
     assert sorted(statuses) == [401] * 4 + [429] * 8
 
 
