@@ -48,6 +48,21 @@ def _admin() -> psycopg2.extensions.connection:
     return conn
 
 
+@pytest.fixture(scope="session", autouse=True)
+def redis_keys_removed() -> Iterator[None]:
+    """Every Redis key of this run starts with taxi_test_<run id>; delete them all at the end."""
+    yield
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        keys = list(client.scan_iter(match=f"taxi_test_{RUN_ID}*", count=1000))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()
+
+
 @pytest.fixture(scope="session")
 def postgresql_url() -> Iterator[DatabaseURL]:
     name = f"taxi_test_{RUN_ID}"
