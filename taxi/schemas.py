@@ -62,6 +62,11 @@ def _text(data: Mapping[str, Any], name: str, errors: _Errors, *, required: bool
     if "\x00" in value:
         errors.add(name, "Null characters are not allowed.")
         return ""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates, e.g. from a form field in an odd charset
+        errors.add(name, "Not valid text (it cannot be encoded as UTF-8).")
+        return ""
     if len(value) > max_length:
         errors.add(name, f"Ensure this field has no more than {max_length} characters.")
     return value

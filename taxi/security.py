@@ -18,6 +18,7 @@ ACCESS = "access"
 REFRESH = "refresh"
 BCRYPT_MAX_BYTES = 72
 _REQUIRED_CLAIMS = ["exp", "iat", "jti", "token_type", "id"]
+CLOCK_LEEWAY = 5  # seconds of clock skew tolerated between the machines that issue and check tokens
 
 
 @dataclass(frozen=True)
@@ -43,8 +44,12 @@ class TokenIssuer:
         """
         if not token:
             raise AuthenticationFailed("Authentication credentials were not provided.")
+        if not token.isascii():
+            raise AuthenticationFailed("Token is invalid.", code="token_not_valid")
         try:
-            claims = jwt.decode(token, self.secret, algorithms=[ALGORITHM], options={"require": _REQUIRED_CLAIMS})
+            claims = jwt.decode(
+                token, self.secret, algorithms=[ALGORITHM], options={"require": _REQUIRED_CLAIMS}, leeway=CLOCK_LEEWAY
+            )
         except jwt.ExpiredSignatureError:
             raise AuthenticationFailed("Token is expired.", code="token_not_valid") from None
         except jwt.PyJWTError:

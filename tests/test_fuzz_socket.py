@@ -33,6 +33,7 @@ json_values = st.recursive(
     lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=10), inner, max_size=5),
     max_leaves=25,
 )
+user_ids = json_values | st.sampled_from(["\u00b2", "9" * 5000, 2**63, -(2**63), 0, "0", "1", 1])
 statuses = st.sampled_from(["REQUESTED", "STARTED", "IN_PROGRESS", "COMPLETED"]) | json_values
 trip_ids = st.uuids().map(str) | json_values
 create_data = st.fixed_dictionaries(

@@ -256,6 +256,11 @@ def test_bad_driver_messages_get_an_error(live, rider, driver, sql):
         ({"type": "update.trip", "data": {"id": mine, "status": "STARTED", "driver": 424242}}, "forbidden"),
         ({"type": "update.trip", "data": {"id": mine, "status": "STARTED", "rider": other_rider["id"]}}, "forbidden"),
         ({"type": "update.trip", "data": {"id": mine, "status": "STARTED", "driver": {"id": 424242}}}, "forbidden"),
+        # Ids that only look like numbers must not crash anything.
+        ({"type": "update.trip", "data": {"id": mine, "status": "STARTED", "rider": "\u00b2"}}, "invalid"),
+        ({"type": "update.trip", "data": {"id": mine, "status": "STARTED", "rider": "9" * 5000}}, "invalid"),
+        ({"type": "update.trip", "data": {"id": mine, "status": "STARTED", "rider": 2**63}}, "invalid"),
+        ({"type": "update.trip", "data": {"id": mine, "status": "STARTED", "driver": -1}}, "invalid"),
     ]
 
     async def scenario():

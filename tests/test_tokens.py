@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import json
 import time
+from urllib.parse import quote
 
 import jwt
 import pytest
@@ -57,7 +58,8 @@ def hostile_tokens(user: dict) -> dict[str, str]:
         "RS256 header (HS/RS confusion)": f"{b64({'alg': 'RS256', 'typ': 'JWT'})}.{payload}.{signature}",
         "tampered payload": f"{header}.{b64(claims(uid + 1))}.{signature}",
         "tampered group": f"{header}.{b64(claims(uid, group='driver'))}.{signature}",
-        "expired": jwt.encode(claims(uid, exp=now - 1, iat=now - 301), SECRET, algorithm="HS256"),
+        "expired": jwt.encode(claims(uid, exp=now - 30, iat=now - 330), SECRET, algorithm="HS256"),
+        "non-ASCII": "\u00ff" + good,
         "issued in the future": jwt.encode(claims(uid, iat=now + 3600, exp=now + 7200), SECRET, algorithm="HS256"),
         "not yet valid (nbf)": jwt.encode(claims(uid, nbf=now + 3600), SECRET, algorithm="HS256"),
         "refresh used as access": user["refresh"],
@@ -79,7 +81,7 @@ def rider(client):
 def handshake_status(client, token: str) -> int:
     async def attempt() -> int:
         try:
-            ws = await websockets.connect(f"ws://127.0.0.1:{client.port}/taxi/?token={token}", open_timeout=5)
+            ws = await websockets.connect(f"ws://127.0.0.1:{client.port}/taxi/?token={quote(token)}", open_timeout=5)
         except InvalidStatus as err:
             return err.response.status_code
         await ws.close()
@@ -93,7 +95,9 @@ def test_every_hostile_token_is_refused_over_http_and_at_the_handshake(client, r
     assert client.get("/api/trip/", headers=bearer(rider["access"]))[1].status == 200
     assert handshake_status(client, rider["access"]) == 101
     for name, token in hostile_tokens(rider).items():
-        _, resp = client.get("/api/trip/", headers=bearer(token) if token else {})
+        # A non-ASCII header value goes out as the raw bytes a hostile client would send.
+        headers = {"Authorization": f"Bearer {token}".encode("latin-1")} if token else {}
+        _, resp = client.get("/api/trip/", headers=headers)
         assert resp.status == 401, name
         assert set(resp.json) == {"detail"}, name
         assert handshake_status(client, token) == 401, name

@@ -19,6 +19,12 @@ UNAVAILABLE = (peewee.OperationalError, peewee.InterfaceError, ConnectionError, 
 
 
 class JSONErrorHandler(ErrorHandler):
+    @staticmethod
+    def log(request: Request, exception: Exception) -> None:
+        """Sanic's own version logs the full URL, and a socket's URL carries its access token: path only."""
+        if not getattr(exception, "quiet", False):
+            log.error("%s %s raised %r", request.method, request.path, exception, exc_info=exception)
+
     def default(self, request: Request, exception: Exception) -> HTTPResponse:
         if isinstance(exception, RequestCancelled):
             # The client hung up mid-request: nobody will read an answer, and it is not our error.

@@ -127,6 +127,10 @@ class Conversation:
         except UNAVAILABLE as exc:
             log.warning("socket of user %d: database unavailable: %r", self.caller.id, exc)
             self.reply(error_frame("unavailable", "The service is temporarily unavailable; try again shortly."))
+        except Exception:
+            # Our bug, not the client's: say so, keep the socket, and log without the URL (it holds the token).
+            log.exception("socket of user %d: a message failed unexpectedly", self.caller.id)
+            self.reply(error_frame("internal_error", "The message could not be processed."))
 
     async def create_trip(self, data: Any) -> None:
         if self.caller.group != RIDER:
@@ -202,9 +206,9 @@ def identity_of(value: Any, field: str) -> int | None:
         return None
     if isinstance(value, dict):
         value = value.get("id")
-    if isinstance(value, str) and value.isdigit():
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 19:
         value = int(value)
-    if isinstance(value, int) and not isinstance(value, bool):
+    if isinstance(value, int) and not isinstance(value, bool) and 0 < value < 2**63:
         return value
     raise ValidationFailed.field(field, "Expected a user id.")
 
