@@ -160,3 +160,24 @@ async def test_local_broker_has_the_same_behaviour_in_one_process():
     relay.leave_all(s1.session)
     relay.leave_all(s2.session)
     assert hub.members == {}
+
+
+async def test_a_superseded_subscribe_does_not_leave_the_group_deaf(workers):
+    """Queued before the control task runs: SUBSCRIBE (first member), UNSUBSCRIBE (it left), SUBSCRIBE (a new
+    member). Redis must end subscribed, and the new member must hear the group."""
+    (a, b), admin, prefix = workers
+    first, second = Sink(), Sink()
+    a.hub.add(first.session, "race")
+    a.broker._ask(a.broker.channel("race"))  # the first member's SUBSCRIBE, still queued
+    a.leave_all(first.session)  # its UNSUBSCRIBE, queued behind it
+    await a.join(second.session, "race")  # a second SUBSCRIBE; returns once Redis confirms
+    assert await numsub(admin, prefix, "race") == 1
+    await b.publish("race", "heard")
+    assert await second.settle(1) == ["heard"]
+    a.leave_all(second.session)
+    for _ in range(100):
+        if not a.broker._awaiting and await numsub(admin, prefix, "race") == 0:
+            break
+        await asyncio.sleep(0.01)
+    assert a.broker._awaiting == {}  # no per-channel bookkeeping outlives the group
+    assert await numsub(admin, prefix, "race") == 0

@@ -87,7 +87,9 @@ class RedisBroker:
         self._publish_timeout = publish_timeout
         self._redis: aioredis.Redis | None = None
         self._pubsub: Any = None
-        self._commands: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
+        # (action, channel, the future a subscribe is for): a subscribe whose future is no longer the wanted one
+        # was superseded (its group was left and joined again meanwhile) and is skipped.
+        self._commands: asyncio.Queue[tuple[str, str, asyncio.Future[None] | None]] = asyncio.Queue()
         self._wanted: dict[str, asyncio.Future[None]] = {}  # channel -> confirmed when Redis says so
         self._awaiting: dict[str, collections.deque[asyncio.Future[None]]] = collections.defaultdict(collections.deque)
         self._tasks: list[asyncio.Task[None]] = []
@@ -152,13 +154,13 @@ class RedisBroker:
     def _ask(self, channel: str) -> asyncio.Future[None]:
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._wanted[channel] = fut
-        self._commands.put_nowait(("subscribe", channel))
+        self._commands.put_nowait(("subscribe", channel, fut))
         return fut
 
     def unsubscribe(self, group: str) -> None:
         channel = self.channel(group)
         if self._wanted.pop(channel, None) is not None:
-            self._commands.put_nowait(("unsubscribe", channel))
+            self._commands.put_nowait(("unsubscribe", channel, None))
 
     async def publish(self, group: str, payload: str) -> None:
         assert self._redis is not None, "broker not started"
@@ -175,12 +177,11 @@ class RedisBroker:
     async def _control(self) -> None:
         """Send SUBSCRIBE/UNSUBSCRIBE in the order they were asked for."""
         while not self._stopping:
-            action, channel = await self._commands.get()
+            action, channel, fut = await self._commands.get()
             try:
                 if action == "subscribe":
-                    fut = self._wanted.get(channel)
-                    if fut is None or fut.done():
-                        continue  # left again before we got to it
+                    if fut is None or self._wanted.get(channel) is not fut or fut.done():
+                        continue  # superseded: left (and maybe joined again) before we got to it
                     self._awaiting[channel].append(fut)
                     await self._pubsub.subscribe(channel)
                 else:
@@ -214,10 +215,15 @@ class RedisBroker:
                 self._down = False
                 self.reconnects += 1
                 backoff = 0.1
-                # redis-py resubscribed what it had; ask again for what failed while Redis was away.
+                # redis-py resubscribed what it had; ask again for what failed while Redis was away, and drop
+                # what it resubscribed although its last member left meanwhile (its UNSUBSCRIBE was lost).
                 retry = [channel for channel, fut in self._wanted.items() if _failed(fut)]
                 for channel in retry:
                     self._ask(channel)
+                for channel in list(self._pubsub.channels):
+                    name = channel.decode() if isinstance(channel, bytes) else channel
+                    if name.startswith(self._prefix) and name not in self._wanted:
+                        self._commands.put_nowait(("unsubscribe", name, None))
                 log.warning("redis pub/sub reconnected; %d group channels resubscribed", len(self._wanted))
             if message is None:
                 continue
@@ -230,9 +236,12 @@ class RedisBroker:
                     except Exception:
                         log.exception("delivering a message on %s failed", channel)
             elif kind == "subscribe":
-                waiters = self._awaiting.get(message["channel"])
+                channel = message["channel"]
+                waiters = self._awaiting.get(channel)
                 if waiters:
                     fut = waiters.popleft()
+                    if not waiters:
+                        del self._awaiting[channel]  # no empty entries left behind per channel ever used
                     if not fut.done():
                         fut.set_result(None)
 
