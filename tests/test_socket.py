@@ -441,3 +441,24 @@ def test_a_client_that_stops_reading_is_disconnected_without_delaying_others(dep
                 assert 0 < frames < sent
 
         live.run(scenario())
+
+
+def test_a_user_deactivated_while_connected_can_act_no_more(live, rider, driver, sql):
+    trip = sql.add_trip(rider["id"])
+
+    async def scenario():
+        async with await connect(live.base, rider["access"]) as r, await connect(live.base, driver["access"]) as d:
+            sql.execute("UPDATE taxi_user SET is_active = %s WHERE id IN (%s, %s)", (False, rider["id"], driver["id"]))
+            for ws, kind, data in (
+                (r, "create.trip", trip_request()),
+                (d, "update.trip", {"id": trip, "status": "STARTED"}),
+            ):
+                reply = await ask(ws, kind, data)
+                assert reply["type"] == "error" and reply["data"]["code"] == "user_inactive", reply
+                with pytest.raises(ConnectionClosed) as err:
+                    await asyncio.wait_for(ws.recv(), WAIT)
+                assert err.value.rcvd is not None and err.value.rcvd.code == 1008
+
+    live.run(scenario())
+    assert sql.fetch("SELECT COUNT(*) FROM taxi_trip")[0][0] == 1
+    assert sql.trip_status(trip) == ("REQUESTED", None)

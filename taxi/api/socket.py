@@ -9,6 +9,7 @@ and the socket stays open.
 from __future__ import annotations
 
 import logging
+import uuid
 from typing import Any
 
 import orjson
@@ -17,7 +18,7 @@ from sanic.server.websockets.impl import WebsocketImplProtocol
 
 from taxi.api.errors import UNAVAILABLE
 from taxi.api.guard import authenticate_token
-from taxi.errors import APIError, PermissionDenied, ValidationFailed
+from taxi.errors import APIError, AuthenticationFailed, PermissionDenied, ServiceUnavailable, ValidationFailed
 from taxi.models import DRIVER, RIDER, STARTED, STATUSES
 from taxi.realtime import BrokerUnavailable, Relay, Session
 from taxi.schemas import parse_trip_id, parse_trip_request
@@ -31,6 +32,7 @@ bp = Blueprint("socket")
 DRIVERS = "drivers"
 ECHO = "echo.message"
 UNAVAILABLE_CLOSE = 1013
+POLICY_VIOLATION = 1008
 
 
 def trip_group(trip_id: str) -> str:
@@ -122,6 +124,10 @@ class Conversation:
             self.reply(error_frame(exc.code, exc.detail))
         except ValidationFailed as exc:
             self.reply(error_frame(exc.code, exc.detail, exc.errors))
+        except AuthenticationFailed as exc:
+            # The user was deactivated or deleted after connecting: say so, then end the socket.
+            self.reply(error_frame(exc.code, exc.detail))
+            self.session.close_when_sent(POLICY_VIOLATION, "user not found or inactive")
         except APIError as exc:
             self.reply(error_frame(exc.code, exc.detail))
         except UNAVAILABLE as exc:
@@ -137,7 +143,20 @@ class Conversation:
             raise PermissionDenied("Only riders can request trips.")
         data = require_data(data)
         check_identity(data.get("rider"), self.caller.id, "rider")
-        trip = await self.trips.request(self.caller, parse_trip_request(data))
+        form = parse_trip_request(data)
+        # Join the trip's group before the trip exists: once a driver can see it (HTTP list, broadcast),
+        # the rider must already hear what the driver does with it.
+        trip_id = uuid.uuid4()
+        group = trip_group(str(trip_id))
+        try:
+            await self.relay.join(self.session, group)
+        except BrokerUnavailable as exc:
+            raise ServiceUnavailable(f"Realtime service unavailable; the trip was not requested ({exc}).") from None
+        try:
+            trip = await self.trips.request(self.caller, form, trip_id)
+        except BaseException:
+            self.relay.leave(self.session, group)
+            raise
         text = frame(ECHO, trip.data)
         await self.deliver(trip.id, text, also_drivers=True, what="The trip was requested")
 

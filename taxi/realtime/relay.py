@@ -37,6 +37,11 @@ class Relay:
         # Always ask: returns at once once confirmed, and waits (with the first joiner) while pending.
         await self.broker.subscribe(group)
 
+    def leave(self, session: Session, group: str) -> None:
+        """Remove a session from one group (synchronous, like ``leave_all``)."""
+        if self.hub.remove(session, group):
+            self.broker.unsubscribe(group)
+
     def leave_all(self, session: Session) -> None:
         """Remove a closing session everywhere; synchronous, so it is safe in a cancelled task's ``finally``."""
         self.sessions.discard(session)

@@ -14,12 +14,13 @@ from collections.abc import Awaitable, Callable
 log = logging.getLogger("taxi.realtime")
 
 TOO_SLOW = 1013
+_CLOSE = "\x00close"  # queue sentinel (a real frame is JSON and never looks like this)
 
 
 class Session:
     """The outbound queue of one socket. ``send`` writes one text frame; ``abort`` drops the connection now."""
 
-    __slots__ = ("_abort", "_queue", "_send", "_writer", "closed", "groups", "id", "label")
+    __slots__ = ("_abort", "_closing", "_queue", "_send", "_writer", "closed", "groups", "id", "label")
 
     def __init__(
         self,
@@ -36,6 +37,7 @@ class Session:
         self._abort = abort
         self._queue: asyncio.Queue[str] = asyncio.Queue(queue_size)
         self._writer: asyncio.Task[None] | None = None
+        self._closing: tuple[int, str] | None = None
 
     def start(self) -> None:
         self._writer = asyncio.create_task(self._drain(), name=f"ws-writer-{self.id[:8]}")
@@ -58,6 +60,15 @@ class Session:
     def backlog(self) -> int:
         return self._queue.qsize()
 
+    def close_when_sent(self, code: int, reason: str) -> None:
+        """Close with ``code`` once the frames queued so far have been written (e.g. a last error message)."""
+        if not self.closed:
+            self._closing = (code, reason)
+            try:
+                self._queue.put_nowait(_CLOSE)
+            except asyncio.QueueFull:
+                self.close(code, reason)
+
     def close(self, code: int, reason: str) -> None:
         """Stop writing and drop the connection with ``code``; safe to call more than once."""
         if self.closed:
@@ -76,6 +87,9 @@ class Session:
         try:
             while True:
                 text = await self._queue.get()
+                if text is _CLOSE and self._closing is not None:
+                    self.close(*self._closing)
+                    return
                 await self._send(text)
         except asyncio.CancelledError:
             raise

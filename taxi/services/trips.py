@@ -60,17 +60,20 @@ _LIST_DRIVER_ME = dbm.SQL(
     name="taxi_trip_list_driver_me",
 )
 _GET_ME = dbm.SQL(_ME + _TRIP_SELECT_PG + "WHERE t.id = {p}" + _ME_END, name="taxi_trip_get_me")
+# Every write also requires its author to be active now: a socket opened before a deactivation acts no more.
+_AUTHOR_ACTIVE = "EXISTS (SELECT 1 FROM taxi_user a WHERE a.id = {p} AND a.is_active)"
 _INSERT = dbm.SQL(
     "INSERT INTO taxi_trip (id, created, updated, pick_up_address, drop_off_address, status, rider_id) "
-    "VALUES ({p}, {p}, {p}, {p}, {p}, 'REQUESTED', {p})"
+    "SELECT {p}, {p}, {p}, {p}, {p}, 'REQUESTED', {p} WHERE " + _AUTHOR_ACTIVE
 )
 _ACCEPT = dbm.SQL(
     "UPDATE taxi_trip SET status = {p}, driver_id = {p}, updated = {p} "
-    "WHERE id = {p} AND status = 'REQUESTED' AND driver_id IS NULL AND ({p} IS NULL OR rider_id = {p})"
+    "WHERE id = {p} AND status = 'REQUESTED' AND driver_id IS NULL AND ({p} IS NULL OR rider_id = {p}) AND "
+    + _AUTHOR_ACTIVE
 )
 _ADVANCE = dbm.SQL(
     "UPDATE taxi_trip SET status = {p}, updated = {p} "
-    "WHERE id = {p} AND status = {p} AND driver_id = {p} AND ({p} IS NULL OR rider_id = {p})"
+    "WHERE id = {p} AND status = {p} AND driver_id = {p} AND ({p} IS NULL OR rider_id = {p}) AND " + _AUTHOR_ACTIVE
 )
 _OPEN_TRIPS_RIDER = dbm.SQL("SELECT id FROM taxi_trip WHERE rider_id = {p} AND status <> 'COMPLETED'")
 _OPEN_TRIPS_DRIVER = dbm.SQL("SELECT id FROM taxi_trip WHERE driver_id = {p} AND status <> 'COMPLETED'")
@@ -184,14 +187,19 @@ class Trips:
         sql = _OPEN_TRIPS_RIDER if caller.group == RIDER else _OPEN_TRIPS_DRIVER
         return [trip_id_text(row[0]) for row in await dbm.fetch_all(sql, (caller.id,))]
 
-    async def request(self, caller: Caller, form: TripRequest) -> TripView:
-        """A rider requests a trip; it is committed as REQUESTED before this returns."""
+    async def request(self, caller: Caller, form: TripRequest, trip_id: uuid.UUID | None = None) -> TripView:
+        """A rider requests a trip; it is committed as REQUESTED before this returns.
+
+        ``trip_id`` may be chosen by the caller beforehand (to join the trip's group before it exists).
+        """
         if caller.group != RIDER:
             raise PermissionDenied("Only riders can request trips.", code="forbidden")
-        trip_id = uuid.uuid4()
+        trip_id = trip_id or uuid.uuid4()
         now = utcnow()
         stamp = dbm.timestamp(now)
-        await dbm.execute(_INSERT, (trip_id.hex, stamp, stamp, form.pick_up_address, form.drop_off_address, caller.id))
+        values = (trip_id.hex, stamp, stamp, form.pick_up_address, form.drop_off_address, caller.id, caller.id)
+        if await dbm.execute(_INSERT, values) != 1:
+            raise AuthenticationFailed("User not found or inactive.", code="user_inactive")
         created = iso(now)
         data = {
             "id": str(trip_id),
@@ -221,19 +229,22 @@ class Trips:
         now = utcnow()
         stamp = dbm.timestamp(now)
         if status == STARTED:
-            changed = await dbm.execute(_ACCEPT, (STARTED, caller.id, stamp, trip_id.hex, claimed_rider, claimed_rider))
+            changed = await dbm.execute(
+                _ACCEPT, (STARTED, caller.id, stamp, trip_id.hex, claimed_rider, claimed_rider, caller.id)
+            )
         else:
             previous = next((k for k, v in TRANSITIONS.items() if v == status), None)
             changed = 0
             if previous is not None:
                 changed = await dbm.execute(
                     _ADVANCE,
-                    (status, stamp, trip_id.hex, previous, caller.id, claimed_rider, claimed_rider),
+                    (status, stamp, trip_id.hex, previous, caller.id, claimed_rider, claimed_rider, caller.id),
                 )
         trip = await self.fetch(trip_id)
         if changed == 1 and trip is not None:
             return trip
         # The conditional UPDATE refused; say why from what is stored now.
+        await active_user(caller.id)
         if trip is None or not (trip.status == REQUESTED or trip.driver_id == caller.id):
             if trip is not None and status == STARTED and trip.driver_id is not None:
                 raise Conflict("This trip has already been accepted by another driver.", code="trip_unavailable")
