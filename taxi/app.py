@@ -18,7 +18,7 @@ from taxi import __version__
 from taxi import db as dbm
 from taxi.api import auth, health, media, socket, trips
 from taxi.api.errors import JSONErrorHandler
-from taxi.api.spec import SPEC
+from taxi.api.spec import build_spec
 from taxi.config import ConfigError, Settings
 from taxi.migrations import LATEST, current_version, migrate
 from taxi.realtime import Hub, LocalBroker, RedisBroker, Relay
@@ -48,7 +48,12 @@ def create_app(settings: Settings | object | None = None, name: str = "taxi") ->
     tokens = TokenIssuer(settings.secret_key, settings.access_token_lifetime, settings.refresh_token_lifetime)
     app.ctx.settings = settings
     app.ctx.tokens = tokens
-    limits = LoginLimits(settings.login_attempts_per_user, settings.login_attempts_per_address, settings.login_window)
+    limits = LoginLimits(
+        settings.login_attempts_per_user,
+        settings.login_attempts_per_address,
+        settings.login_window,
+        settings.signups_per_address,
+    )
     app.ctx.accounts = Accounts(tokens, settings.bcrypt_rounds, settings.public_url, limits)
     app.ctx.trips = Trips(settings.public_url)
     app.ctx.media = Media(settings.media_root, settings.max_photo_bytes, settings.max_photo_pixels)
@@ -56,7 +61,7 @@ def create_app(settings: Settings | object | None = None, name: str = "taxi") ->
     for module in (auth, trips, media, health, socket):
         app.blueprint(module.bp)
         openapi.exclude(bp=module.bp)  # described once, exactly, in taxi.api.spec
-    app.ext.openapi.raw(SPEC)
+    app.ext.openapi.raw(build_spec(settings.trip_list_max))
 
     app.register_listener(_check_deployment, "main_process_start")
     app.register_listener(_open_worker, "before_server_start")

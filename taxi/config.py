@@ -95,6 +95,7 @@ class Settings:
     login_attempts_per_user: int = 10
     login_attempts_per_address: int = 50
     login_window: int = 60
+    signups_per_address: int = 20
     proxies_count: int = 0
 
     @property
@@ -110,6 +111,7 @@ class Settings:
         secret = resolve_secret(env.get("TAXI_SECRET_KEY", ""), database)
         origins = tuple(o.strip().rstrip("/") for o in env.get("TAXI_CORS_ORIGINS", "").split(",") if o.strip())
         public_url = (env.get("TAXI_PUBLIC_URL") or "").rstrip("/") or None
+        trip_list_max = _int(env, "TAXI_TRIP_LIST_MAX", 500, 1)
         return cls(
             database=database,
             secret_key=secret,
@@ -122,12 +124,13 @@ class Settings:
             cors_origins=origins,
             bcrypt_rounds=_int(env, "TAXI_BCRYPT_ROUNDS", 12, 4, 31),
             db_pool_size=_int(env, "TAXI_DB_POOL_SIZE", 20, 1),
-            trip_list_default=_int(env, "TAXI_TRIP_LIST_DEFAULT", 100, 1),
-            trip_list_max=_int(env, "TAXI_TRIP_LIST_MAX", 500, 1),
+            trip_list_default=min(_int(env, "TAXI_TRIP_LIST_DEFAULT", 100, 1), trip_list_max),
+            trip_list_max=trip_list_max,
             ws_queue_size=_int(env, "TAXI_WS_QUEUE_SIZE", 256, 1),
             login_attempts_per_user=_int(env, "TAXI_LOGIN_ATTEMPTS_PER_USER", 10, 1),
             login_attempts_per_address=_int(env, "TAXI_LOGIN_ATTEMPTS_PER_ADDRESS", 50, 1),
             login_window=_int(env, "TAXI_LOGIN_WINDOW", 60, 1),
+            signups_per_address=_int(env, "TAXI_SIGNUPS_PER_ADDRESS", 20, 1),
             proxies_count=_int(env, "TAXI_PROXIES_COUNT", 0, 0),
         )
 
@@ -153,11 +156,8 @@ def resolve_secret(given: str, database: DatabaseURL) -> str:
     once (atomically, mode 0600) and read back by everyone after.
     """
     if given:
-        if not database.is_sqlite and len(given.encode()) < MIN_SECRET_BYTES:
-            raise ConfigError(
-                f"TAXI_SECRET_KEY: expected at least {MIN_SECRET_BYTES} bytes with PostgreSQL, "
-                f"got {len(given.encode())}"
-            )
+        if len(given.encode()) < MIN_SECRET_BYTES:  # a short HS256 key can be brute-forced offline
+            raise ConfigError(f"TAXI_SECRET_KEY: expected at least {MIN_SECRET_BYTES} bytes, got {len(given.encode())}")
         return given
     if not database.is_sqlite:
         raise ConfigError("TAXI_SECRET_KEY: required with PostgreSQL (at least 32 random bytes)")

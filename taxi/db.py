@@ -42,6 +42,7 @@ class _SqlitePool(PoolBackend):
         super().__init__(database=database, **kwargs)
         self._idle: asyncio.Queue[aiosqlite.Connection] | None = None
         self._all: list[aiosqlite.Connection] = []
+        self._opening = 0
         self._closed = True
 
     @property
@@ -54,8 +55,12 @@ class _SqlitePool(PoolBackend):
 
     async def _open(self) -> aiosqlite.Connection:
         conn = await aiosqlite.connect(self.database, isolation_level=None)
-        for pragma in _SQLITE_PRAGMAS:
-            await conn.execute(pragma)
+        try:
+            for pragma in _SQLITE_PRAGMAS:
+                await conn.execute(pragma)
+        except BaseException:
+            await conn.close()
+            raise
         self._all.append(conn)
         return conn
 
@@ -63,8 +68,12 @@ class _SqlitePool(PoolBackend):
         if self._closed or self._idle is None:
             await self.connect()
         assert self._idle is not None
-        if self._idle.empty() and len(self._all) < self._size:
-            return await self._open()
+        if self._idle.empty() and len(self._all) + self._opening < self._size:
+            self._opening += 1  # reserve the slot before awaiting, so concurrent callers cannot overshoot
+            try:
+                return await self._open()
+            finally:
+                self._opening -= 1
         return await self._idle.get()
 
     async def release(self, conn: ConnectionProtocol) -> None:

@@ -55,6 +55,7 @@ def test_every_variable_is_read(tmp_path):
         ({"TAXI_ACCESS_TOKEN_LIFETIME": "soon"}, "TAXI_ACCESS_TOKEN_LIFETIME"),
         ({"TAXI_ACCESS_TOKEN_LIFETIME": "0"}, "TAXI_ACCESS_TOKEN_LIFETIME"),
         ({"TAXI_BCRYPT_ROUNDS": "40"}, "TAXI_BCRYPT_ROUNDS"),
+        ({"TAXI_SECRET_KEY": "secret"}, "TAXI_SECRET_KEY"),  # short keys are refused with SQLite too
     ],
 )
 def test_invalid_settings_name_the_variable(env, variable, tmp_path, monkeypatch):

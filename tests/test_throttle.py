@@ -41,6 +41,17 @@ def test_a_username_is_locked_after_too_many_attempts(limited):
     assert attempt(limited, "bystander@example.com").status == 401  # other accounts are unaffected
 
 
+def test_sign_ups_are_limited_per_address(deployment):
+    settings = deployment.__class__(**{**deployment.__dict__, "signups_per_address": 3})
+    app = create_app(settings, name=f"taxi_{secrets.token_hex(4)}")
+    with ReusableClient(app, port=free_port()) as client:
+        body = {"password1": PASSWORD, "password2": PASSWORD, "group": "rider"}
+        statuses = [client.post("/api/sign_up/", json={**body, "username": f"u{i}"})[1].status for i in range(5)]
+        assert statuses == [201, 201, 201, 429, 429]
+        _, resp = client.post("/api/sign_up/", json={**body, "username": "u9"})
+        assert set(resp.json) == {"detail"} and int(resp.headers["retry-after"]) >= 1
+
+
 def test_one_address_is_limited_across_usernames(limited):
     statuses = [attempt(limited, f"user{i}@example.com").status for i in range(8)]
     assert statuses == [401] * 6 + [429] * 2

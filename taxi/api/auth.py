@@ -15,6 +15,7 @@ bp = Blueprint("auth", url_prefix="/api")
 @bp.post("/sign_up/")
 async def sign_up(request: Request) -> HTTPResponse:
     ctx = request.app.ctx
+    await ctx.accounts.check_sign_up_rate(request.remote_addr or request.ip)
     form = parse_sign_up(body_of(request))
     upload = request.files.get("photo") if request.files else None
     photo = await ctx.media.store_photo(upload.body) if upload is not None else None

@@ -18,7 +18,7 @@ from sanic.server.websockets.impl import WebsocketImplProtocol
 
 from taxi.api.errors import UNAVAILABLE
 from taxi.api.guard import authenticate_token
-from taxi.errors import APIError, AuthenticationFailed, PermissionDenied, ServiceUnavailable, ValidationFailed
+from taxi.errors import APIError, AuthenticationFailed, PermissionDenied, ValidationFailed
 from taxi.models import DRIVER, RIDER, STARTED, STATUSES
 from taxi.realtime import BrokerUnavailable, Relay, Session
 from taxi.schemas import parse_trip_id, parse_trip_request
@@ -150,8 +150,8 @@ class Conversation:
         group = trip_group(str(trip_id))
         try:
             await self.relay.join(self.session, group)
-        except BrokerUnavailable as exc:
-            raise ServiceUnavailable(f"Realtime service unavailable; the trip was not requested ({exc}).") from None
+        except BrokerUnavailable:
+            pass  # the trip is still stored; deliver() below reports the broadcast failure to the sender
         try:
             trip = await self.trips.request(self.caller, form, trip_id)
         except BaseException:

@@ -3,6 +3,7 @@ and answer (sanic-ext serves it at /docs/openapi.json and renders /docs; its per
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from taxi.schemas import MAX_ADDRESS, MAX_NAME, MAX_USERNAME, MIN_PASSWORD
@@ -21,6 +22,10 @@ _UNAVAILABLE = _json(_DETAIL, "The database is unavailable; retry shortly (see R
 _INVALID = _json(_ref("FieldErrors"), "Invalid input: messages per field, `non_field_errors` for the rest")
 _UNAUTHENTICATED = _json(_DETAIL, "Missing, invalid or expired access token, or the user is inactive")
 _TOO_LARGE = _json(_DETAIL, "The request body is over the size limit")
+_THROTTLED = {
+    **_json(_DETAIL, "Too many attempts from this client address (or for this username)"),
+    "headers": {"Retry-After": {"schema": {"type": "integer"}, "description": "seconds to wait"}},
+}
 _BEARER: list[dict[str, list[str]]] = [{"token": []}]
 
 _SIGN_UP_FIELDS: dict[str, Any] = {
@@ -111,6 +116,7 @@ PATHS: dict[str, Any] = {
                 "201": _json(_ref("User"), "The new user"),
                 "400": _INVALID,
                 "413": _TOO_LARGE,
+                "429": _THROTTLED,
                 "503": _UNAVAILABLE,
             },
         }
@@ -125,10 +131,7 @@ PATHS: dict[str, Any] = {
                 "200": _json(_ref("TokenPair"), "Tokens"),
                 "400": _INVALID,
                 "401": _json(_DETAIL, "Wrong username or password (the same answer for both)"),
-                "429": {
-                    **_json(_DETAIL, "Too many attempts for this username or client address"),
-                    "headers": {"Retry-After": {"schema": {"type": "integer"}, "description": "seconds to wait"}},
-                },
+                "429": _THROTTLED,
                 "503": _UNAVAILABLE,
             },
         }
@@ -176,7 +179,7 @@ PATHS: dict[str, Any] = {
                     "in": "query",
                     "required": False,
                     "schema": {"type": "integer", "minimum": 1, "maximum": 500},
-                    "description": "at most this many trips (default 100; the maximum is configurable)",
+                    "description": "at most this many trips (the default and the maximum are configurable)",
                 }
             ],
             "responses": {
@@ -235,4 +238,9 @@ PATHS: dict[str, Any] = {
     },
 }
 
-SPEC: dict[str, Any] = {"paths": PATHS, "components": {"schemas": SCHEMAS}}
+
+def build_spec(trip_list_max: int) -> dict[str, Any]:
+    """The description for this deployment (the largest ``limit`` is a setting)."""
+    paths = copy.deepcopy(PATHS)
+    paths["/api/trip/"]["get"]["parameters"][0]["schema"]["maximum"] = trip_list_max
+    return {"paths": paths, "components": {"schemas": SCHEMAS}}

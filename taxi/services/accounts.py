@@ -27,6 +27,7 @@ class LoginLimits:
     per_user: int = 10
     per_address: int = 50
     window: int = 60
+    signups_per_address: int = 20
 
 
 @dataclass(frozen=True)
@@ -98,6 +99,13 @@ class Accounts:
         self.public_url = public_url
         self.limits = limits or LoginLimits()
         self.throttle: Throttle = throttle or MemoryThrottle()
+
+    async def check_sign_up_rate(self, address: str) -> None:
+        """Sign-ups cost a bcrypt hash (and a photo decode): limited per client address, 429 past the limit."""
+        limits = self.limits
+        wait = await self.throttle.hit(f"signup:addr:{address}", limits.signups_per_address, limits.window)
+        if wait:
+            raise TooManyRequests(f"Too many sign-ups from this address; try again in {wait} seconds.", wait)
 
     async def sign_up(self, form: SignUp, photo: str | None) -> dict[str, Any]:
         """Create a user; a taken username is a 400 on ``username``."""

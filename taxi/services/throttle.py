@@ -47,7 +47,7 @@ class MemoryThrottle:
 
 
 class RedisThrottle:
-    """Fixed windows in Redis (INCR + EXPIRE in one transaction), so every worker and machine shares them."""
+    """Fixed windows in Redis (SET NX EX + INCR in one transaction), so every worker and machine shares them."""
 
     def __init__(self, client: aioredis.Redis, prefix: str) -> None:
         self._redis = client
@@ -59,10 +59,10 @@ class RedisThrottle:
         name = self._prefix + key
         try:
             async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.set(name, 0, ex=window, nx=True)  # opens the window once (works on any Redis version)
                 pipe.incr(name)
-                pipe.expire(name, window, nx=True)
                 pipe.ttl(name)
-                count, _, ttl = await pipe.execute()
+                _, count, ttl = await pipe.execute()
         except (RedisError, OSError) as exc:
             if not self._failing:
                 self._failing = True
