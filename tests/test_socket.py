@@ -130,7 +130,7 @@ def test_a_rider_without_sockets_of_drivers_still_gets_their_trip(live, rider):
     live.run(scenario())
 
 
-def test_whole_lifecycle_reaches_the_rider_and_the_driver_once_each(live, rider, driver, sql):
+def test_whole_lifecycle_reaches_the_rider_and_the_driver_once_each(live, app, rider, driver, sql):
     async def scenario():
         async with await connect(live.base, rider["access"]) as r, await connect(live.base, driver["access"]) as d:
             trip = (await ask(r, "create.trip", trip_request()))["data"]
@@ -144,6 +144,8 @@ def test_whole_lifecycle_reaches_the_rider_and_the_driver_once_each(live, rider,
                 assert await recv(r) == reply
                 trip = reply["data"]
             assert await silent(d) and await silent(r)
+            # The driver's socket left the finished trip's group; the rider's is all that is left in it.
+            assert len(app.ctx.relay.hub.members[f"trip:{trip['id']}"]) == 1
             return trip["id"]
 
     trip_id = live.run(scenario())

@@ -19,7 +19,7 @@ from sanic.server.websockets.impl import WebsocketImplProtocol
 from taxi.api.errors import UNAVAILABLE
 from taxi.api.guard import authenticate_token
 from taxi.errors import APIError, AuthenticationFailed, PermissionDenied, ValidationFailed
-from taxi.models import DRIVER, RIDER, STARTED, STATUSES
+from taxi.models import COMPLETED, DRIVER, RIDER, STARTED, STATUSES
 from taxi.realtime import BrokerUnavailable, Relay, Session
 from taxi.schemas import parse_trip_id, parse_trip_request
 from taxi.services.accounts import Caller
@@ -173,6 +173,8 @@ class Conversation:
         trip = await self.trips.advance(self.caller, trip_id, status, claimed_rider)
         text = frame(ECHO, trip.data)
         await self.deliver(trip.id, text, also_drivers=status == STARTED, what="The trip was updated")
+        if status == COMPLETED:
+            self.relay.leave(self.session, trip_group(trip.id))  # nothing more will happen to it
 
     async def deliver(self, trip_id: str, text: str, *, also_drivers: bool, what: str) -> None:
         """The change is committed: join its group, answer the sender, then tell everyone else once."""
