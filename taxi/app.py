@@ -10,6 +10,8 @@ import logging
 from types import SimpleNamespace
 
 import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from sanic import Sanic
 from sanic.config import Config
 from sanic_ext import openapi
@@ -22,7 +24,7 @@ from taxi.api.spec import build_spec
 from taxi.config import ConfigError, Settings
 from taxi.migrations import LATEST, current_version, migrate
 from taxi.realtime import Hub, LocalBroker, RedisBroker, Relay
-from taxi.realtime.broker import Broker
+from taxi.realtime.broker import redis_retry
 from taxi.security import TokenIssuer
 from taxi.services.accounts import Accounts, LoginLimits
 from taxi.services.media import Media
@@ -146,17 +148,21 @@ async def _open_worker(app: TaxiApp) -> None:
     """In every worker: its database pool, its hub, and its broker connection."""
     settings: Settings = app.ctx.settings
     app.ctx.database = await dbm.connect(settings.database, settings.db_pool_size)
-    hub = Hub()
-    broker: Broker
-    if settings.redis_url:
-        broker = RedisBroker(settings.redis_url, settings.redis_prefix, hub.deliver)
+    redis_url = settings.redis_url
+    if redis_url:
+        relay = Relay(Hub(), lambda deliver: RedisBroker(redis_url, settings.redis_prefix, deliver))
     else:
-        broker = LocalBroker(hub.deliver)
-    await broker.start()
-    app.ctx.relay = Relay(hub, broker)
+        relay = Relay(Hub(), LocalBroker)
+    await relay.broker.start()
+    app.ctx.relay = relay
     if settings.redis_url:
         app.ctx.redis = aioredis.from_url(
-            settings.redis_url, socket_connect_timeout=1, socket_timeout=1, health_check_interval=15
+            settings.redis_url,
+            socket_connect_timeout=1,
+            socket_timeout=1,
+            health_check_interval=15,
+            retry=redis_retry(),
+            retry_on_error=[RedisConnectionError, RedisTimeoutError],
         )
         app.ctx.accounts.throttle = RedisThrottle(app.ctx.redis, settings.redis_prefix)
 

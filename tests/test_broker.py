@@ -40,10 +40,9 @@ async def workers():
     prefix = f"taxi_test_{secrets.token_hex(4)}:"
     relays = []
     for _ in range(2):
-        hub = Hub()
-        broker = RedisBroker(REDIS_URL, prefix, hub.deliver)
-        await broker.start()
-        relays.append(Relay(hub, broker))
+        relay = Relay(Hub(), lambda deliver: RedisBroker(REDIS_URL, prefix, deliver))
+        await relay.broker.start()
+        relays.append(relay)
     admin = aioredis.from_url(REDIS_URL, decode_responses=True)
     yield relays, admin, prefix
     for relay in relays:
@@ -150,7 +149,7 @@ async def test_publishing_without_redis_raises_broker_unavailable():
 
 async def test_local_broker_has_the_same_behaviour_in_one_process():
     hub = Hub()
-    relay = Relay(hub, LocalBroker(hub.deliver))
+    relay = Relay(hub, LocalBroker)
     s1, s2 = Sink(), Sink()
     await relay.join(s1.session, "drivers")
     await relay.join(s2.session, "drivers")
@@ -181,3 +180,19 @@ async def test_a_superseded_subscribe_does_not_leave_the_group_deaf(workers):
         await asyncio.sleep(0.01)
     assert a.broker._awaiting == {}  # no per-channel bookkeeping outlives the group
     assert await numsub(admin, prefix, "race") == 0
+
+
+async def test_a_groups_last_event_ends_it_on_every_worker(workers):
+    (a, b), admin, prefix = workers
+    on_a, on_b = Sink(), Sink()
+    await a.join(on_a.session, "trip:done")
+    await b.join(on_b.session, "trip:done")
+    await a.publish("trip:done", "COMPLETED", end=True)
+    assert await on_a.settle(1) == ["COMPLETED"] and await on_b.settle(1) == ["COMPLETED"]
+    for _ in range(100):
+        if await numsub(admin, prefix, "trip:done") == 0:
+            break
+        await asyncio.sleep(0.01)
+    assert "trip:done" not in a.hub.members and "trip:done" not in b.hub.members
+    assert await numsub(admin, prefix, "trip:done") == 0
+    assert on_a.session.groups == set() and on_b.session.groups == set()

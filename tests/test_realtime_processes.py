@@ -227,3 +227,18 @@ def test_sigterm_closes_sockets_with_1001_and_exits_promptly(pg_database_url, tm
         assert server.proc.wait(15 * TIMEOUT_SCALE) == 0
     finally:
         server.close()
+
+
+async def test_publishing_right_after_a_redis_restart_succeeds(private_redis):
+    """The publish pool's connections all die with Redis; the first publishes after it is back must not fail."""
+    from taxi.realtime import Hub, RedisBroker, Relay
+
+    relay = Relay(Hub(), lambda deliver: RedisBroker(private_redis.url, "taxi_test_restart:", deliver))
+    await relay.broker.start()
+    try:
+        await asyncio.gather(*(relay.publish("g", f"warm {i}") for i in range(6)))  # six pooled connections
+        private_redis.stop()
+        private_redis.start()
+        await asyncio.gather(*(relay.publish("g", f"after {i}") for i in range(6)))
+    finally:
+        await relay.broker.stop()

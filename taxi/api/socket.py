@@ -172,11 +172,14 @@ class Conversation:
         claimed_rider = identity_of(data.get("rider"), "rider")
         trip = await self.trips.advance(self.caller, trip_id, status, claimed_rider)
         text = frame(ECHO, trip.data)
-        await self.deliver(trip.id, text, also_drivers=status == STARTED, what="The trip was updated")
+        # After COMPLETED nothing more happens to the trip: every worker drops its group once delivered.
+        await self.deliver(
+            trip.id, text, also_drivers=status == STARTED, end=status == COMPLETED, what="The trip was updated"
+        )
         if status == COMPLETED:
-            self.relay.leave(self.session, trip_group(trip.id))  # nothing more will happen to it
+            self.relay.leave(self.session, trip_group(trip.id))
 
-    async def deliver(self, trip_id: str, text: str, *, also_drivers: bool, what: str) -> None:
+    async def deliver(self, trip_id: str, text: str, *, also_drivers: bool, what: str, end: bool = False) -> None:
         """The change is committed: join its group, answer the sender, then tell everyone else once."""
         group = trip_group(trip_id)
         replied = False
@@ -184,7 +187,7 @@ class Conversation:
             await self.relay.join(self.session, group)
             self.reply(text)
             replied = True
-            await self.relay.publish(group, text, exclude=self.session)
+            await self.relay.publish(group, text, exclude=self.session, end=end)
             if also_drivers:
                 await self.relay.publish(DRIVERS, text, exclude=self.session)
         except BrokerUnavailable as exc:

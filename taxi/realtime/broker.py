@@ -15,11 +15,20 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 log = logging.getLogger("taxi.realtime")
 
 Deliver = Callable[[str, str], object]  # (group, payload) -> delivered locally
+
+
+def redis_retry() -> Retry:
+    """Three retries of a connection error, 50 ms to 0.5 s apart: enough to ride over a restart's stale sockets."""
+    return Retry(ExponentialBackoff(cap=0.5, base=0.05), 3)
 
 
 class BrokerUnavailable(Exception):
@@ -101,6 +110,10 @@ class RedisBroker:
         self._redis = aioredis.from_url(
             self._url,
             decode_responses=True,
+            # A pool built by from_url does not retry; after a Redis restart every pooled connection would fail
+            # its next command once. Retry connection errors a few times with a short backoff instead.
+            retry=redis_retry(),
+            retry_on_error=[RedisConnectionError, RedisTimeoutError],
             health_check_interval=15,
             socket_connect_timeout=self._publish_timeout,
             socket_timeout=self._publish_timeout,

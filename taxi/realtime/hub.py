@@ -12,9 +12,14 @@ log = logging.getLogger("taxi.realtime")
 NO_ORIGIN = "-"
 
 
-def envelope(text: str, exclude: str | None = None) -> str:
-    """The broker payload: the session id not to deliver to (the sender, answered directly), then the frame."""
-    return f"{exclude or NO_ORIGIN}\n{text}"
+END = "end"
+
+
+def envelope(text: str, exclude: str | None = None, end: bool = False) -> str:
+    """The broker payload: a header line (the session not to deliver to, as it was answered directly, and
+    ``end`` when this is the group's last event), then the frame."""
+    header = exclude or NO_ORIGIN
+    return f"{header} {END}\n{text}" if end else f"{header}\n{text}"
 
 
 class Hub:
@@ -53,7 +58,8 @@ class Hub:
 
     def deliver(self, group: str, payload: str) -> int:
         """Queue a broker payload's frame to every local member of ``group`` but its origin; return how many."""
-        exclude, _, text = payload.partition("\n")
+        header, _, text = payload.partition("\n")
+        exclude = header.partition(" ")[0]
         count = 0
         for session in tuple(self.members.get(group, ())):
             if session.id != exclude and session.offer(text):

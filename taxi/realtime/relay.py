@@ -4,18 +4,21 @@ to the broker; publishing wraps the frame with its origin so the sender (answere
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
-from taxi.realtime.broker import Broker
-from taxi.realtime.hub import Hub, envelope
+from taxi.realtime.broker import Broker, Deliver
+from taxi.realtime.hub import END, Hub, envelope
 from taxi.realtime.session import Session
 
 log = logging.getLogger("taxi.realtime")
 
 
 class Relay:
-    def __init__(self, hub: Hub, broker: Broker) -> None:
+    """One per worker. ``make_broker`` gets the relay's ``deliver``, which the broker calls for each event."""
+
+    def __init__(self, hub: Hub, make_broker: Callable[[Deliver], Broker]) -> None:
         self.hub = hub
-        self.broker = broker
+        self.broker = make_broker(self.deliver)
         self.sessions: set[Session] = set()  # every open socket of this worker, in groups or not
 
     def open(self, session: Session) -> None:
@@ -48,6 +51,17 @@ class Relay:
         for group in self.hub.remove_all(session):
             self.broker.unsubscribe(group)
 
-    async def publish(self, group: str, text: str, exclude: Session | None = None) -> None:
-        """Broadcast one serialized frame to every member of ``group`` on every worker (but ``exclude``)."""
-        await self.broker.publish(group, envelope(text, exclude.id if exclude else None))
+    async def publish(self, group: str, text: str, exclude: Session | None = None, end: bool = False) -> None:
+        """Broadcast one serialized frame to every member of ``group`` on every worker (but ``exclude``).
+
+        ``end``: this is the group's last event; every worker drops the group once it has delivered it.
+        """
+        await self.broker.publish(group, envelope(text, exclude.id if exclude else None, end))
+
+    def deliver(self, group: str, payload: str) -> int:
+        """What the broker brings in: hand it to the local members, and forget a group that has ended."""
+        count = self.hub.deliver(group, payload)
+        if payload.partition("\n")[0].endswith(f" {END}"):
+            for session in list(self.hub.members.get(group, ())):
+                self.leave(session, group)
+        return count
