@@ -201,3 +201,15 @@ def call(
             return resp.status, json.loads(resp.read() or b"null")
     except urllib.error.HTTPError as err:
         return err.code, json.loads(err.read() or b"null")
+
+
+def migrate_cli(env: dict[str, str]) -> str:
+    """Run ``python -m taxi migrate`` as an operator would, with only ``env``; return what it printed."""
+    return subprocess.run(
+        [sys.executable, "-m", "taxi", "migrate"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**env, "PATH": "/usr/bin:/bin"},
+        check=True,
+    ).stdout

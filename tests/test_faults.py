@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -14,7 +12,7 @@ import pytest
 import websockets
 
 from taxi.config import DatabaseURL
-from tests.servers import ROOT, TIMEOUT_SCALE, PrivatePostgres, ServerProcess, call, server_env
+from tests.servers import TIMEOUT_SCALE, PrivatePostgres, ServerProcess, call, migrate_cli, server_env
 from tests.support import PASSWORD
 from tests.wsclient import ask, connect, recv, trip_request
 
@@ -36,13 +34,7 @@ def private_pg():
 def test_postgresql_restart_gives_503_then_recovers_without_a_restart(private_pg, tmp_path):
     private_pg.create_database("taxi")
     env = server_env(pg_url_like(private_pg.port), tmp_path)
-    subprocess.run(
-        [sys.executable, "-m", "taxi", "migrate"],
-        cwd=ROOT,
-        env={**env, "PATH": "/usr/bin:/bin"},
-        check=True,
-        capture_output=True,
-    )
+    migrate_cli(env)
     with ServerProcess(env, workers=2) as server:
         assert (
             call(

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import sqlite3
-import subprocess
-import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.servers import ROOT, ServerProcess, call, server_env
+from tests.servers import ServerProcess, call, migrate_cli, server_env
 from tests.support import PASSWORD
 
 
@@ -88,24 +86,8 @@ def test_postgresql_server_refuses_an_unmigrated_database(postgresql_url, tmp_pa
         with pytest.raises(RuntimeError) as err:
             ServerProcess(env).start()
         assert "python -m taxi migrate" in str(err.value)
-        out = subprocess.run(
-            [sys.executable, "-m", "taxi", "migrate"],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            env={**env, "PATH": "/usr/bin:/bin"},
-            check=True,
-        ).stdout
-        assert "applied 1" in out
-        again = subprocess.run(
-            [sys.executable, "-m", "taxi", "migrate"],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            env={**env, "PATH": "/usr/bin:/bin"},
-            check=True,
-        ).stdout
-        assert "nothing to do" in again
+        assert "applied 1" in migrate_cli(env)
+        assert "nothing to do" in migrate_cli(env)
         with ServerProcess(env) as server:
             assert call(f"{server.url}/api/health/") == (200, {"status": "ok"})
     finally:
