@@ -85,6 +85,8 @@ class _QuietClientErrors(logging.Filter):
 
 def _log_to_stderr() -> None:
     """Give the ``taxi`` loggers a handler shaped like Sanic's, once per process (Sanic only configures its own)."""
+    # The websockets library logs every close at INFO: one line per socket, thousands an hour. Warnings stay.
+    logging.getLogger("websockets.server").setLevel(logging.WARNING)
     sanic_errors = logging.getLogger("sanic.error")
     if not any(isinstance(f, _QuietClientErrors) for f in sanic_errors.filters):
         sanic_errors.addFilter(_QuietClientErrors())
