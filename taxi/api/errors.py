@@ -6,7 +6,7 @@ import logging
 
 import peewee
 from sanic import HTTPResponse, Request
-from sanic.exceptions import MethodNotAllowed, PayloadTooLarge, RequestCancelled, SanicException
+from sanic.exceptions import MethodNotAllowed, PayloadTooLarge, RequestCancelled, SanicException, WebsocketClosed
 from sanic.handlers import ErrorHandler
 
 from taxi.api.common import json_response
@@ -22,6 +22,8 @@ class JSONErrorHandler(ErrorHandler):
     @staticmethod
     def log(request: Request, exception: Exception) -> None:
         """Sanic's own version logs the full URL, and a socket's URL carries its access token: path only."""
+        if isinstance(exception, WebsocketClosed):
+            return  # the client went away mid-handler: nothing went wrong on our side
         if not getattr(exception, "quiet", False):
             log.error("%s %s raised %r", request.method, request.path, exception, exc_info=exception)
 
