@@ -104,7 +104,6 @@ class RedisBroker:
         self._tasks: list[asyncio.Task[None]] = []
         self._down = False
         self._stopping = False
-        self.reconnects = 0
 
     async def start(self) -> None:
         self._redis = aioredis.from_url(
@@ -226,7 +225,6 @@ class RedisBroker:
                 continue
             if self._down:
                 self._down = False
-                self.reconnects += 1
                 backoff = 0.1
                 # redis-py resubscribed what it had; ask again for what failed while Redis was away, and drop
                 # what it resubscribed although its last member left meanwhile (its UNSUBSCRIBE was lost).

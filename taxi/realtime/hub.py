@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
 
 from taxi.realtime.session import Session
 
@@ -65,10 +64,3 @@ class Hub:
             if session.id != exclude and session.offer(text):
                 count += 1
         return count
-
-    def groups(self) -> Iterable[str]:
-        return self.members.keys()
-
-    @property
-    def sessions(self) -> int:
-        return len({s for members in self.members.values() for s in members})

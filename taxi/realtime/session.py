@@ -56,10 +56,6 @@ class Session:
             return False
         return True
 
-    @property
-    def backlog(self) -> int:
-        return self._queue.qsize()
-
     def close_when_sent(self, code: int, reason: str) -> None:
         """Close with ``code`` once the frames queued so far have been written (e.g. a last error message)."""
         if not self.closed:
