@@ -196,3 +196,35 @@ async def test_a_groups_last_event_ends_it_on_every_worker(workers):
     assert "trip:done" not in a.hub.members and "trip:done" not in b.hub.members
     assert await numsub(admin, prefix, "trip:done") == 0
     assert on_a.session.groups == set() and on_b.session.groups == set()
+
+
+async def test_frames_go_out_directly_when_idle_and_in_order_otherwise():
+    written: list[str] = []
+    queued: list[str] = []
+    ready = {"now": True}
+    release = asyncio.Event()
+
+    def write_now(text: str) -> bool:
+        if ready["now"]:
+            written.append(text)
+        return ready["now"]
+
+    async def slow_send(text: str) -> None:
+        await release.wait()
+        queued.append(text)
+
+    session = Session(slow_send, lambda code, reason: None, 8, write_now=write_now)
+    session.start()
+    assert session.offer("a") and written == ["a"]  # idle: straight to the socket, no task hop
+    ready["now"] = False  # busy (a send in progress or backpressure): the writer task takes over
+    assert session.offer("b") and session.offer("c")
+    ready["now"] = True
+    assert session.offer("d")  # frames are waiting ahead of it: it must queue behind them, not overtake
+    assert written == ["a"]
+    release.set()
+    for _ in range(100):
+        if len(queued) == 3:
+            break
+        await asyncio.sleep(0.01)
+    assert queued == ["b", "c", "d"]
+    session.stop()

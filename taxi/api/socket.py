@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import orjson
 from sanic import Blueprint, Request
 from sanic.server.websockets.impl import WebsocketImplProtocol
+from websockets.protocol import State
 
 from taxi.api.errors import UNAVAILABLE
 from taxi.api.guard import authenticate_token
@@ -68,7 +70,9 @@ async def taxi_socket(request: Request, ws: WebsocketImplProtocol) -> None:
     caller: Caller = request.ctx.caller
     ctx = request.app.ctx
     relay: Relay = ctx.relay
-    session = Session(ws.send, ws.fail_connection, ctx.settings.ws_queue_size, label=f"user {caller.id}")
+    session = Session(
+        ws.send, ws.fail_connection, ctx.settings.ws_queue_size, label=f"user {caller.id}", write_now=immediate(ws)
+    )
     relay.open(session)
     try:
         try:
@@ -92,6 +96,33 @@ async def taxi_socket(request: Request, ws: WebsocketImplProtocol) -> None:
         # The task is cancelled when the client goes away: cleanup must not await.
         relay.leave_all(session)
         session.stop()
+
+
+def immediate(ws: WebsocketImplProtocol) -> Callable[[str], bool]:
+    """A synchronous send for a socket nobody else is writing to: frame the text and hand it to the transport.
+
+    It declines (False, and the caller queues the frame for the writer task) whenever Sanic's own send path
+    could be involved: a send or ping in progress (its lock is held), the transport's buffer over its
+    high-water mark (backpressure), or a socket that is no longer open.
+    """
+
+    def write(text: str) -> bool:
+        io = ws.io_proto
+        transport = io.transport if io is not None else None
+        if (
+            transport is None
+            or transport.is_closing()
+            or ws.conn_mutex.locked()
+            or ws.ws_proto.state is not State.OPEN
+            or not io._can_write.is_set()  # type: ignore[union-attr]
+        ):
+            return False
+        ws.ws_proto.send_text(text.encode())
+        for data in ws.ws_proto.data_to_send():
+            transport.write(data)
+        return True
+
+    return write
 
 
 class Conversation:
