@@ -6,11 +6,13 @@ or raises AuthenticationFailed, which HTTP answers with 401 and the socket route
 
 from __future__ import annotations
 
+from typing import Any
+
 from sanic import Request
 
 from taxi.errors import AuthenticationFailed
 from taxi.security import ACCESS
-from taxi.services.accounts import Caller, load_caller
+from taxi.services.accounts import Caller, active_user
 
 
 def bearer_token(request: Request) -> str | None:
@@ -24,13 +26,15 @@ def bearer_token(request: Request) -> str | None:
     return token.strip()
 
 
+def access_claims(request: Request, token: str | None) -> dict[str, Any]:
+    """The claims of a valid access token (signature, expiry, type); raise AuthenticationFailed otherwise."""
+    claims: dict[str, Any] = request.app.ctx.tokens.decode(token, ACCESS)
+    return claims
+
+
 async def authenticate_token(request: Request, token: str | None) -> Caller:
     """The active user an access token names; raise AuthenticationFailed otherwise."""
-    claims = request.app.ctx.tokens.decode(token, ACCESS)
-    caller = await load_caller(claims["id"])
-    if caller is None:
-        raise AuthenticationFailed("User not found or inactive.", code="user_inactive")
-    return caller
+    return await active_user(access_claims(request, token)["id"])
 
 
 async def authenticate(request: Request) -> Caller:

@@ -5,11 +5,10 @@ from __future__ import annotations
 from sanic import Blueprint, HTTPResponse, Request
 
 from taxi.api.common import json_response
-from taxi.api.guard import bearer_token
+from taxi.api.guard import access_claims, bearer_token
 from taxi.errors import NotFound, ValidationFailed
 from taxi.schemas import parse_limit, parse_trip_id
-from taxi.security import ACCESS
-from taxi.services.trips import active_user
+from taxi.services.accounts import active_user
 
 bp = Blueprint("trips", url_prefix="/api/trip")
 
@@ -18,7 +17,7 @@ bp = Blueprint("trips", url_prefix="/api/trip")
 async def guard(request: Request) -> None:
     # The token is checked here; that its user still exists and is active is checked by the same query
     # that reads the trips (one round trip instead of two on the hottest routes).
-    request.ctx.claims = request.app.ctx.tokens.decode(bearer_token(request), ACCESS)
+    request.ctx.claims = access_claims(request, bearer_token(request))
 
 
 @bp.get("/")

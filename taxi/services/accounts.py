@@ -62,6 +62,19 @@ async def load_caller(user_id: int) -> Caller | None:
     return Caller(*rows[0]) if rows else None
 
 
+def user_inactive() -> AuthenticationFailed:
+    """The one refusal for a token whose user has since been deleted or deactivated."""
+    return AuthenticationFailed("User not found or inactive.", code="user_inactive")
+
+
+async def active_user(user_id: int) -> Caller:
+    """The active user with this id; 401 for a deleted or deactivated one."""
+    caller = await load_caller(user_id)
+    if caller is None:
+        raise user_inactive()
+    return caller
+
+
 class _DummyHash:
     """A hash to check unknown usernames against, so that log-in takes as long whether or not the user exists."""
 
@@ -155,9 +168,7 @@ class Accounts:
         claims = self.tokens.decode(refresh_token, REFRESH)
         if await dbm.fetch_all(_IS_REVOKED, (claims["jti"],)):
             raise AuthenticationFailed("Token is blacklisted.", code="token_not_valid")
-        caller = await load_caller(claims["id"])
-        if caller is None:
-            raise AuthenticationFailed("User not found or inactive.", code="user_inactive")
+        caller = await active_user(claims["id"])
         return {"access": self.access_for(caller)}
 
     async def log_out(self, caller: Caller, refresh_token: str) -> None:

@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from taxi import db as dbm
-from taxi.errors import AuthenticationFailed, Conflict, NotFound, PermissionDenied, ValidationFailed
+from taxi.errors import Conflict, NotFound, PermissionDenied, ValidationFailed
 from taxi.models import COMPLETED, DRIVER, IN_PROGRESS, REQUESTED, RIDER, STARTED, STATUSES, utcnow
 from taxi.schemas import TripRequest, iso, user_out
-from taxi.services.accounts import Caller, load_caller
+from taxi.services.accounts import Caller, active_user, user_inactive
 
 # status now -> the status a driver may move it to. Only REQUESTED -> STARTED is open to any driver.
 TRANSITIONS: dict[str, str] = {REQUESTED: STARTED, STARTED: IN_PROGRESS, IN_PROGRESS: COMPLETED}
@@ -119,14 +119,6 @@ def _view(row: Sequence[Any], public_url: str | None, rendered: bool = False) ->
     return TripView(trip_id, row[5], row[6], row[12], data)
 
 
-async def active_user(user_id: int) -> Caller:
-    """The active user with this id; 401 for a deleted or deactivated one."""
-    caller = await load_caller(user_id)
-    if caller is None:
-        raise AuthenticationFailed("User not found or inactive.", code="user_inactive")
-    return caller
-
-
 def can_see(caller: Caller, trip: TripView) -> bool:
     """Riders see their own trips; drivers see every open request and the trips they drive."""
     if caller.group == RIDER:
@@ -163,7 +155,7 @@ class Trips:
         if dbm.is_postgresql():
             rows = await dbm.fetch_all(_GET_ME, (trip_id.hex, user_id))
             if not rows:
-                raise AuthenticationFailed("User not found or inactive.", code="user_inactive")
+                raise user_inactive()
             row = rows[0]
             trip = _view(row[5:], self.public_url, rendered=True) if row[5] is not None else None
             if trip is None or not can_see(Caller(user_id, *row[:5]), trip):
@@ -199,7 +191,7 @@ class Trips:
         stamp = dbm.timestamp(now)
         values = (trip_id.hex, stamp, stamp, form.pick_up_address, form.drop_off_address, caller.id, caller.id)
         if await dbm.execute(_INSERT, values) != 1:
-            raise AuthenticationFailed("User not found or inactive.", code="user_inactive")
+            raise user_inactive()
         created = iso(now)
         data = {
             "id": str(trip_id),
