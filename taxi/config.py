@@ -10,14 +10,16 @@ import logging
 import os
 import secrets
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import Field, dataclass, field, fields, replace
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 log = logging.getLogger("taxi.config")
 
 DEFAULT_DATABASE_URL = "sqlite:///taxi.sqlite3"
 MIN_SECRET_BYTES = 32
+DEFAULT_MEDIA_ROOT = Path("media")
 
 
 class ConfigError(Exception):
@@ -71,32 +73,127 @@ class DatabaseURL:
         return f"postgresql://{self.user}@{self.host}:{self.port}/{self.name}"
 
 
+def setting(
+    default: Any,
+    env: str,
+    meaning: str,
+    *,
+    low: int | None = None,
+    high: int | None = None,
+    shown: str | None = None,
+) -> Any:
+    """Declare one setting, once: its variable, default, bounds and one-line meaning (the README's table)."""
+    return field(default=default, metadata={"env": env, "meaning": meaning, "low": low, "high": high, "shown": shown})
+
+
 @dataclass(frozen=True)
 class Settings:
-    """Everything configurable, with the embedded defaults of a first run."""
+    """Everything configurable, with the embedded defaults of a first run.
 
-    database: DatabaseURL = field(default_factory=lambda: DatabaseURL.parse(DEFAULT_DATABASE_URL))
-    secret_key: str = ""
-    redis_url: str | None = None
-    redis_prefix: str = "taxi:"
-    media_root: Path = Path("media")
-    public_url: str | None = None
-    access_token_lifetime: int = 300
-    refresh_token_lifetime: int = 86400
-    cors_origins: tuple[str, ...] = ()
-    bcrypt_rounds: int = 12
-    db_pool_size: int = 20
-    max_photo_bytes: int = 5 * 1024 * 1024
-    max_photo_pixels: int = 16_000_000
-    trip_list_default: int = 100
-    trip_list_max: int = 500
-    ws_queue_size: int = 256
-    ws_max_frame: int = 64 * 1024
-    login_attempts_per_user: int = 10
-    login_attempts_per_address: int = 50
-    login_window: int = 60
-    signups_per_address: int = 20
-    proxies_count: int = 0
+    Each field names its environment variable in its metadata; ``from_env`` reads them all by that table,
+    and ``configuration_table`` renders the same table for the README.
+    """
+
+    database: DatabaseURL = field(
+        default=DatabaseURL.parse(DEFAULT_DATABASE_URL),
+        metadata={
+            "env": "TAXI_DATABASE_URL",
+            "shown": f"`{DEFAULT_DATABASE_URL}`",
+            "meaning": "`postgresql://user[:password]@host:port/db` (aiopg pool per worker) or `sqlite:///path`",
+        },
+    )
+    secret_key: str = setting(
+        "",
+        "TAXI_SECRET_KEY",
+        f"JWT signing key, at least {MIN_SECRET_BYTES} bytes. Unset with SQLite: generated once into "
+        "`.taxi-secret` beside the database file. With PostgreSQL it is required",
+        shown="generated",
+    )
+    redis_url: str | None = setting(
+        None,
+        "TAXI_REDIS_URL",
+        "e.g. `redis://127.0.0.1:6379/0`. Unset: in-process broker, one worker only; "
+        "`--workers 2` without it refuses to start",
+    )
+    redis_prefix: str = setting(
+        "taxi:",
+        "TAXI_REDIS_PREFIX",
+        "prefix of every Redis key and channel, so several deployments can share one Redis",
+    )
+    media_root: Path = setting(
+        DEFAULT_MEDIA_ROOT, "TAXI_MEDIA_ROOT", "where uploaded photos are stored (`<root>/photos/`)"
+    )
+    public_url: str | None = setting(
+        None, "TAXI_PUBLIC_URL", "when set (e.g. `https://api.example.com`), photo URLs are absolute under it"
+    )
+    access_token_lifetime: int = setting(300, "TAXI_ACCESS_TOKEN_LIFETIME", "access token lifetime, seconds", low=1)
+    refresh_token_lifetime: int = setting(
+        86400, "TAXI_REFRESH_TOKEN_LIFETIME", "refresh token lifetime, seconds", low=1
+    )
+    cors_origins: tuple[str, ...] = setting(
+        (),
+        "TAXI_CORS_ORIGINS",
+        "comma-separated browser origins allowed to call the API (preflight included); unset: no CORS headers",
+    )
+    bcrypt_rounds: int = setting(
+        12,
+        "TAXI_BCRYPT_ROUNDS",
+        "bcrypt cost. 12 is ~250 ms of CPU per sign-up or log-in, run off the event loop",
+        low=4,
+        high=31,
+    )
+    db_pool_size: int = setting(
+        20, "TAXI_DB_POOL_SIZE", "PostgreSQL connections per worker. Keep workers × size under `max_connections`", low=1
+    )
+    max_photo_bytes: int = setting(
+        5 * 1024 * 1024,
+        "TAXI_MAX_PHOTO_BYTES",
+        "largest photo upload, bytes; the request body limit is this plus 256 KiB for the other form fields",
+        low=1024,
+    )
+    max_photo_pixels: int = setting(
+        16_000_000,
+        "TAXI_MAX_PHOTO_PIXELS",
+        "largest photo in pixels (width × height), refused from its header before any decoding",
+        low=1,
+    )
+    trip_list_default: int = setting(
+        100, "TAXI_TRIP_LIST_DEFAULT", "`limit` of `GET /api/trip/` when none is given (at most the maximum)", low=1
+    )
+    trip_list_max: int = setting(500, "TAXI_TRIP_LIST_MAX", "largest `limit` of `GET /api/trip/`", low=1)
+    ws_queue_size: int = setting(
+        256,
+        "TAXI_WS_QUEUE_SIZE",
+        "frames a socket may fall behind before it is closed with 1013 (a client that stopped reading)",
+        low=1,
+    )
+    ws_max_frame: int = setting(
+        64 * 1024,
+        "TAXI_WS_MAX_FRAME",
+        "largest WebSocket message a client may send, bytes; a larger one closes the socket with 1009",
+        low=1024,
+    )
+    login_attempts_per_user: int = setting(
+        10,
+        "TAXI_LOGIN_ATTEMPTS_PER_USER",
+        "log-in attempts per username per window; more get 429 with `Retry-After` (shared through Redis when "
+        "configured)",
+        low=1,
+    )
+    login_attempts_per_address: int = setting(
+        50, "TAXI_LOGIN_ATTEMPTS_PER_ADDRESS", "log-in attempts per client address per window", low=1
+    )
+    login_window: int = setting(60, "TAXI_LOGIN_WINDOW", "the window of the log-in and sign-up limits, seconds", low=1)
+    signups_per_address: int = setting(
+        20, "TAXI_SIGNUPS_PER_ADDRESS", "sign-ups per client address per window (each costs a bcrypt hash)", low=1
+    )
+    proxies_count: int = setting(
+        0,
+        "TAXI_PROXIES_COUNT",
+        "proxies in front of the server whose `X-Forwarded-For` is trusted for the client address "
+        "(set 1 behind one load balancer)",
+        low=0,
+    )
 
     @property
     def max_request_bytes(self) -> int:
@@ -107,46 +204,60 @@ class Settings:
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         """Build settings from ``TAXI_*`` variables (``os.environ`` by default); raise ConfigError if invalid."""
         env = os.environ if env is None else env
-        database = DatabaseURL.parse(env.get("TAXI_DATABASE_URL") or DEFAULT_DATABASE_URL)
-        secret = resolve_secret(env.get("TAXI_SECRET_KEY", ""), database)
-        origins = tuple(o.strip().rstrip("/") for o in env.get("TAXI_CORS_ORIGINS", "").split(",") if o.strip())
-        public_url = (env.get("TAXI_PUBLIC_URL") or "").rstrip("/") or None
-        trip_list_max = _int(env, "TAXI_TRIP_LIST_MAX", 500, 1)
-        return cls(
-            database=database,
-            secret_key=secret,
-            redis_url=env.get("TAXI_REDIS_URL") or None,
-            redis_prefix=env.get("TAXI_REDIS_PREFIX", "taxi:"),
-            media_root=Path(env.get("TAXI_MEDIA_ROOT") or "media"),
-            public_url=public_url,
-            access_token_lifetime=_int(env, "TAXI_ACCESS_TOKEN_LIFETIME", 300, 1),
-            refresh_token_lifetime=_int(env, "TAXI_REFRESH_TOKEN_LIFETIME", 86400, 1),
-            cors_origins=origins,
-            bcrypt_rounds=_int(env, "TAXI_BCRYPT_ROUNDS", 12, 4, 31),
-            db_pool_size=_int(env, "TAXI_DB_POOL_SIZE", 20, 1),
-            trip_list_default=min(_int(env, "TAXI_TRIP_LIST_DEFAULT", 100, 1), trip_list_max),
-            trip_list_max=trip_list_max,
-            ws_queue_size=_int(env, "TAXI_WS_QUEUE_SIZE", 256, 1),
-            login_attempts_per_user=_int(env, "TAXI_LOGIN_ATTEMPTS_PER_USER", 10, 1),
-            login_attempts_per_address=_int(env, "TAXI_LOGIN_ATTEMPTS_PER_ADDRESS", 50, 1),
-            login_window=_int(env, "TAXI_LOGIN_WINDOW", 60, 1),
-            signups_per_address=_int(env, "TAXI_SIGNUPS_PER_ADDRESS", 20, 1),
-            proxies_count=_int(env, "TAXI_PROXIES_COUNT", 0, 0),
-        )
+        values: dict[str, Any] = {}
+        for item in fields(cls):
+            raw = env.get(item.metadata["env"])
+            if raw is not None and raw != "":
+                values[item.name] = _parse(item, raw)
+        database = values.get("database", cls.database)
+        values["secret_key"] = resolve_secret(values.get("secret_key", ""), database)
+        settings = cls(**values)
+        if settings.trip_list_default > settings.trip_list_max:
+            settings = replace(settings, trip_list_default=settings.trip_list_max)
+        return settings
 
 
-def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int | None = None) -> int:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
+def _parse(item: Field[Any], raw: str) -> Any:
+    """One variable's text as its field's type, within its bounds; ConfigError names the variable."""
+    name, kind = item.metadata["env"], item.type
+    if kind == "DatabaseURL":
+        return DatabaseURL.parse(raw)
+    if kind == "int":
+        return _int(name, raw, item.metadata["low"], item.metadata["high"])
+    if kind == "Path":
+        return Path(raw)
+    if kind == "tuple[str, ...]":
+        return tuple(o.strip().rstrip("/") for o in raw.split(",") if o.strip())
+    if item.name == "public_url":
+        return raw.rstrip("/") or None
+    return raw
+
+
+def _int(name: str, raw: str, low: int | None, high: int | None) -> int:
     try:
         value = int(raw)
     except ValueError:
         raise ConfigError(f"{name}: expected an integer, got {raw!r}") from None
-    if value < low or (high is not None and value > high):
+    if (low is not None and value < low) or (high is not None and value > high):
         bound = f"between {low} and {high}" if high is not None else f"at least {low}"
         raise ConfigError(f"{name}: expected an integer {bound}, got {value}")
     return value
+
+
+def configuration_table() -> str:
+    """The README's table of settings, rendered from the definitions above (a test keeps the two equal)."""
+    lines = ["| variable | default | meaning |", "|---|---|---|"]
+    for item in fields(Settings):
+        meta = item.metadata
+        default = meta["shown"] or _shown(item.default)
+        lines.append(f"| `{meta['env']}` | {default} | {meta['meaning']} |")
+    return "\n".join(lines)
+
+
+def _shown(value: Any) -> str:
+    if value is None or value == ():
+        return "unset"
+    return f"`{value}`"
 
 
 def resolve_secret(given: str, database: DatabaseURL) -> str:
