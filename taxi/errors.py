@@ -83,5 +83,22 @@ class TooManyRequests(APIError):
 
 
 class ServiceUnavailable(APIError):
+    """503: a service the server needs (the database) is away; ``retry_after`` seconds is a good wait."""
+
     status = 503
     code = "unavailable"
+
+    def __init__(self, detail: str, *, retry_after: int = 1, cause: str = "") -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after
+        self.cause = cause  # for the log only: what failed underneath
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}
+
+
+class BrokerUnavailable(Exception):
+    """The broker cannot carry events between workers right now (Redis is down or too slow).
+
+    Not an APIError: what a client is told depends on what was already done (see the trip-event policy).
+    """

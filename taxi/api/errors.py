@@ -1,21 +1,21 @@
-"""One error handler: every failure becomes JSON in the documented shape, and no URL (with its token) is logged."""
+"""One error handler: every failure becomes JSON in the documented shape, and no URL (with its token) is logged.
+
+Only our own errors (``APIError``) and Sanic's HTTP errors are answered as what they are; anything else is a
+bug, answered 500 and logged with its traceback.
+"""
 
 from __future__ import annotations
 
 import logging
 
-import peewee
 from sanic import HTTPResponse, Request
 from sanic.exceptions import MethodNotAllowed, PayloadTooLarge, RequestCancelled, SanicException, WebsocketClosed
 from sanic.handlers import ErrorHandler
 
 from taxi.api.common import json_response
-from taxi.errors import APIError
+from taxi.errors import APIError, ServiceUnavailable
 
 log = logging.getLogger("taxi.errors")
-
-# Raised when the database is unreachable; answered 503 so clients retry instead of giving up.
-UNAVAILABLE = (peewee.OperationalError, peewee.InterfaceError, ConnectionError, OSError, TimeoutError)
 
 
 class JSONErrorHandler(ErrorHandler):
@@ -32,6 +32,8 @@ class JSONErrorHandler(ErrorHandler):
             # The client hung up mid-request: nobody will read an answer, and it is not our error.
             return HTTPResponse(status=503)
         if isinstance(exception, APIError):
+            if isinstance(exception, ServiceUnavailable):
+                log.warning("%s %s: service unavailable: %s", request.method, request.path, exception.cause)
             return json_response(exception.body(), exception.status, exception.headers())
         if isinstance(exception, SanicException):
             status = exception.status_code or 500
@@ -51,11 +53,6 @@ class JSONErrorHandler(ErrorHandler):
                 log.error("%s %s failed: %r", request.method, request.path, exception)
                 detail = "Internal server error."
             return json_response({"detail": detail}, status, headers)
-        if isinstance(exception, UNAVAILABLE):
-            log.warning("%s %s: service unavailable: %r", request.method, request.path, exception)
-            return json_response(
-                {"detail": "Service temporarily unavailable; try again shortly."}, 503, {"Retry-After": "1"}
-            )
         # Path only: the query string may carry a token.
         log.exception("%s %s raised an unexpected error", request.method, request.path, exc_info=exception)
         return json_response({"detail": "Internal server error."}, 500)
