@@ -8,12 +8,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import bcrypt
-import peewee
 
-from taxi import db as dbm
 from taxi.errors import AuthenticationFailed, PermissionDenied, TooManyRequests, ValidationFailed
-from taxi.models import RevokedToken, User, utcnow
-from taxi.schemas import SignUp, user_out
+from taxi.queries import users
+from taxi.queries.users import UserRow
+from taxi.schemas import SignUp
 from taxi.security import ACCESS, REFRESH, TokenIssuer, check_password, hash_password
 from taxi.services.throttle import MemoryThrottle, Throttle
 
@@ -22,44 +21,17 @@ BAD_CREDENTIALS = "No active account found with the given credentials"
 
 @dataclass(frozen=True)
 class LoginLimits:
-    """Log-in attempts allowed per username and per client address in each window of ``window`` seconds."""
+    """Log-in attempts allowed per username and per client address, and sign-ups per address, in each window
+    of ``window`` seconds (the values come from the settings)."""
 
-    per_user: int = 10
-    per_address: int = 50
-    window: int = 60
-    signups_per_address: int = 20
-
-
-@dataclass(frozen=True)
-class Caller:
-    """The authenticated user behind a request or a socket, as stored now (not as the token remembers)."""
-
-    id: int
-    username: str
-    first_name: str
-    last_name: str
-    group: str
-    photo: str | None
-
-    def public(self, public_url: str | None) -> dict[str, Any]:
-        return user_out(self.id, self.username, self.first_name, self.last_name, self.group, self.photo, public_url)
+    per_user: int
+    per_address: int
+    window: int
+    signups_per_address: int
 
 
-_LOAD_CALLER = dbm.SQL(
-    "SELECT id, username, first_name, last_name, role, photo FROM taxi_user WHERE id = {p} AND is_active",
-    name="taxi_load_caller",
-)
-_FIND_LOGIN = dbm.SQL(
-    "SELECT id, username, first_name, last_name, role, photo, password FROM taxi_user "
-    "WHERE username = {p} AND is_active"
-)
-_IS_REVOKED = dbm.SQL("SELECT 1 FROM taxi_revoked_token WHERE jti = {p}")
-
-
-async def load_caller(user_id: int) -> Caller | None:
-    """The active user with this id, or None if they were deleted or deactivated."""
-    rows = await dbm.fetch_all(_LOAD_CALLER, (user_id,))
-    return Caller(*rows[0]) if rows else None
+# The authenticated user behind a request or a socket, as stored now (not as the token remembers).
+Caller = UserRow
 
 
 def user_inactive() -> AuthenticationFailed:
@@ -69,7 +41,7 @@ def user_inactive() -> AuthenticationFailed:
 
 async def active_user(user_id: int) -> Caller:
     """The active user with this id; 401 for a deleted or deactivated one."""
-    caller = await load_caller(user_id)
+    caller = await users.load_active(user_id)
     if caller is None:
         raise user_inactive()
     return caller
@@ -104,13 +76,13 @@ class Accounts:
         tokens: TokenIssuer,
         bcrypt_rounds: int,
         public_url: str | None,
-        limits: LoginLimits | None = None,
+        limits: LoginLimits,
         throttle: Throttle | None = None,
     ) -> None:
         self.tokens = tokens
         self.rounds = bcrypt_rounds
         self.public_url = public_url
-        self.limits = limits or LoginLimits()
+        self.limits = limits
         self.throttle: Throttle = throttle or MemoryThrottle()
 
     async def check_sign_up_rate(self, address: str) -> None:
@@ -124,17 +96,10 @@ class Accounts:
         """Create a user; a taken username is a 400 on ``username``."""
         hashed = await hash_password(form.password, self.rounds)
         try:
-            user = await User.aio_create(
-                username=form.username,
-                password=hashed,
-                first_name=form.first_name,
-                last_name=form.last_name,
-                group=form.group,
-                photo=photo,
-            )
-        except peewee.IntegrityError:
+            user = await users.create(form.username, hashed, form.first_name, form.last_name, form.group, photo)
+        except users.UsernameTaken:
             raise ValidationFailed.field("username", "A user with that username already exists.") from None
-        return user_out(user.id, user.username, user.first_name, user.last_name, user.group, photo, self.public_url)
+        return user.public(self.public_url)
 
     async def log_in(self, username: str, password: str, address: str = "") -> dict[str, str]:
         """Check credentials and issue an access/refresh pair; one message and one cost for every failure.
@@ -149,14 +114,13 @@ class Accounts:
         )
         if wait:
             raise TooManyRequests(f"Too many log-in attempts; try again in {wait} seconds.", wait)
-        rows = await dbm.fetch_all(_FIND_LOGIN, (username,))
-        if not rows:
+        found = await users.find_for_login(username)
+        if found is None:
             await check_password(password, await _dummy.get(self.rounds))
             raise AuthenticationFailed(BAD_CREDENTIALS, code="no_active_account")
-        *fields, hashed = rows[0]
+        caller, hashed = found
         if not await check_password(password, hashed):
             raise AuthenticationFailed(BAD_CREDENTIALS, code="no_active_account")
-        caller = Caller(*fields)
         return {"access": self.access_for(caller), "refresh": self.tokens.issue(REFRESH, caller.id)}
 
     def access_for(self, caller: Caller) -> str:
@@ -166,7 +130,7 @@ class Accounts:
 
     async def refresh(self, refresh_token: str) -> dict[str, str]:
         claims = self.tokens.decode(refresh_token, REFRESH)
-        if await dbm.fetch_all(_IS_REVOKED, (claims["jti"],)):
+        if await users.is_revoked(claims["jti"]):
             raise AuthenticationFailed("Token is blacklisted.", code="token_not_valid")
         caller = await active_user(claims["id"])
         return {"access": self.access_for(caller)}
@@ -176,7 +140,4 @@ class Accounts:
         claims = self.tokens.decode(refresh_token, REFRESH)
         if claims["id"] != caller.id:
             raise PermissionDenied("This refresh token belongs to another user.")
-        expires = dt.datetime.fromtimestamp(claims["exp"], dt.UTC)
-        await RevokedToken.insert(jti=claims["jti"], expires_at=expires).on_conflict_ignore().aio_execute()
-        # Revocations only matter until the token would have expired anyway.
-        await RevokedToken.delete().where(RevokedToken.expires_at < utcnow()).aio_execute()
+        await users.revoke(claims["jti"], dt.datetime.fromtimestamp(claims["exp"], dt.UTC))

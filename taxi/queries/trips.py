@@ -1,0 +1,213 @@
+"""Statements on ``taxi_trip``: the trip reads (with both users joined) and the conditional writes.
+
+Every write also requires its author to be active now, so a socket opened before a deactivation acts no
+more. The hot reads are named: PostgreSQL prepares them once per connection and renders the id and the
+timestamps itself, exactly as the API writes them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+from taxi import db as dbm
+from taxi.models import STARTED
+from taxi.queries.rows import select_list, split
+from taxi.queries.users import UserRow, load_active, user_columns
+from taxi.schemas import iso
+
+
+class _TripFields(NamedTuple):
+    id: Any
+    created: Any
+    updated: Any
+    pick_up_address: str
+    drop_off_address: str
+    status: str
+
+
+@dataclass(frozen=True)
+class TripRow:
+    """One trip as stored, with its rider and driver (None when there is none)."""
+
+    id: str
+    created: str
+    updated: str
+    pick_up_address: str
+    drop_off_address: str
+    status: str
+    rider: UserRow | None
+    driver: UserRow | None
+
+    @property
+    def rider_id(self) -> int | None:
+        return self.rider.id if self.rider else None
+
+    @property
+    def driver_id(self) -> int | None:
+        return self.driver.id if self.driver else None
+
+
+def trip_id_text(value: Any) -> str:
+    """The canonical text of a trip id (lower-case, dashed), whatever the backend returned."""
+    return str(value if isinstance(value, uuid.UUID) else uuid.UUID(str(value)))
+
+
+_ISO = """to_char({} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')"""
+_TRIP = {name: f"t.{name}" for name in _TripFields._fields}
+# PostgreSQL renders the id and timestamps as the API writes them, sparing Python the conversions.
+_TRIP_PG = {**_TRIP, "id": "t.id::text", "created": _ISO.format("t.created"), "updated": _ISO.format("t.updated")}
+_FROM = "FROM taxi_trip t LEFT JOIN taxi_user r ON r.id = t.rider_id LEFT JOIN taxi_user d ON d.id = t.driver_id "
+
+
+def _select(trip_columns: dict[str, str]) -> str:
+    return (
+        f"SELECT {select_list(trip_columns, _TripFields)}, {select_list(user_columns('r'), UserRow)}, "
+        f"{select_list(user_columns('d'), UserRow)} {_FROM}"
+    )
+
+
+_NEWEST = "ORDER BY t.created DESC, t.id DESC LIMIT {p}"
+_VISIBLE_TO = {
+    "rider": "WHERE t.rider_id = {me} ",
+    "driver": "WHERE (t.status = 'REQUESTED' OR t.driver_id = {me}) ",
+}
+
+
+class _Reads:
+    """The trip reads for one backend's column rendering."""
+
+    def __init__(self, trip_columns: dict[str, str]) -> None:
+        select = _select(trip_columns)
+        self.get = dbm.SQL(select + "WHERE t.id = {p}", name="taxi_trip_get")
+        self.lists = {
+            role: dbm.SQL(select + where.format(me="{p}") + _NEWEST, name=f"taxi_trip_list_{role}")
+            for role, where in _VISIBLE_TO.items()
+        }
+        # PostgreSQL: the caller's liveness check and their trips in one round trip (LATERAL; SQLite has none):
+        # no row at all means the caller is deleted, inactive or not of that role; NULL trip columns, no trips.
+        me = f"SELECT {select_list(user_columns('u'), UserRow)}, x.* FROM taxi_user u LEFT JOIN LATERAL ("
+        me_end = ") x ON TRUE WHERE u.id = {p} AND u.is_active"
+        self.lists_me = {
+            role: dbm.SQL(
+                me + select + where.format(me="u.id") + _NEWEST + me_end + f" AND u.role = '{role}'",
+                name=f"taxi_trip_list_{role}_me",
+            )
+            for role, where in _VISIBLE_TO.items()
+        }
+        self.get_me = dbm.SQL(me + select + "WHERE t.id = {p}" + me_end, name="taxi_trip_get_me")
+
+
+_PG = _Reads(_TRIP_PG)
+_SQLITE = _Reads(_TRIP)
+
+
+def _reads() -> _Reads:
+    return _PG if dbm.is_postgresql() else _SQLITE
+
+
+def _trip(fields: _TripFields, rider: UserRow, driver: UserRow) -> TripRow:
+    if dbm.is_postgresql():
+        trip_id, created, updated = fields.id, fields.created, fields.updated
+    else:
+        trip_id, created, updated = trip_id_text(fields.id), iso(fields.created), iso(fields.updated)
+    return TripRow(
+        trip_id,
+        created,
+        updated,
+        fields.pick_up_address,
+        fields.drop_off_address,
+        fields.status,
+        rider if rider.id is not None else None,
+        driver if driver.id is not None else None,
+    )
+
+
+def _trip_row(row: Any) -> TripRow:
+    return _trip(*split(row, _TripFields, UserRow, UserRow))
+
+
+def _caller_and_trip(row: Any) -> tuple[UserRow, TripRow | None]:
+    caller, fields, rider, driver = split(row, UserRow, _TripFields, UserRow, UserRow)
+    return caller, (_trip(fields, rider, driver) if fields.id is not None else None)
+
+
+async def get(trip_id: uuid.UUID) -> TripRow | None:
+    rows = await dbm.fetch_all(_reads().get, (trip_id.hex,))
+    return _trip_row(rows[0]) if rows else None
+
+
+async def visible_to(user_id: int, role: str, limit: int) -> list[TripRow]:
+    """The newest trips a user of ``role`` may see: a rider's own; a driver's, and every open request."""
+    return [_trip_row(row) for row in await dbm.fetch_all(_reads().lists[role], (user_id, limit))]
+
+
+async def caller_and_visible(user_id: int, role: str, limit: int) -> tuple[UserRow, list[TripRow]] | None:
+    """``visible_to`` and the caller (in one round trip on PostgreSQL); None unless the caller is an active ``role``."""
+    if not dbm.is_postgresql():
+        caller = await load_active(user_id)
+        if caller is None or caller.group != role:
+            return None
+        return caller, await visible_to(user_id, role, limit)
+    rows = await dbm.fetch_all(_reads().lists_me[role], (limit, user_id))
+    if not rows:
+        return None
+    pairs = [_caller_and_trip(row) for row in rows]
+    return pairs[0][0], [trip for _, trip in pairs if trip is not None]
+
+
+async def caller_and_trip(user_id: int, trip_id: uuid.UUID) -> tuple[UserRow, TripRow | None] | None:
+    """The active caller and the trip (None if unknown), in one round trip on PostgreSQL; None for an inactive caller."""
+    if not dbm.is_postgresql():
+        caller = await load_active(user_id)
+        return None if caller is None else (caller, await get(trip_id))
+    rows = await dbm.fetch_all(_reads().get_me, (trip_id.hex, user_id))
+    return _caller_and_trip(rows[0]) if rows else None
+
+
+_AUTHOR_ACTIVE = "EXISTS (SELECT 1 FROM taxi_user a WHERE a.id = {p} AND a.is_active)"
+_RIDER_CLAIM = "({p} IS NULL OR rider_id = {p})"
+_INSERT = dbm.SQL(
+    "INSERT INTO taxi_trip (id, created, updated, pick_up_address, drop_off_address, status, rider_id) "
+    "SELECT {p}, {p}, {p}, {p}, {p}, 'REQUESTED', {p} WHERE " + _AUTHOR_ACTIVE
+)
+_ACCEPT = dbm.SQL(
+    f"UPDATE taxi_trip SET status = '{STARTED}', driver_id = {{p}}, updated = {{p}} "
+    f"WHERE id = {{p}} AND status = 'REQUESTED' AND driver_id IS NULL AND {_RIDER_CLAIM} AND {_AUTHOR_ACTIVE}"
+)
+_ADVANCE = dbm.SQL(
+    "UPDATE taxi_trip SET status = {p}, updated = {p} "
+    f"WHERE id = {{p}} AND status = {{p}} AND driver_id = {{p}} AND {_RIDER_CLAIM} AND {_AUTHOR_ACTIVE}"
+)
+_OPEN_IDS = {
+    "rider": dbm.SQL("SELECT id FROM taxi_trip WHERE rider_id = {p} AND status <> 'COMPLETED'"),
+    "driver": dbm.SQL("SELECT id FROM taxi_trip WHERE driver_id = {p} AND status <> 'COMPLETED'"),
+}
+
+
+async def insert(trip_id: uuid.UUID, now: dt.datetime, pick_up: str, drop_off: str, rider_id: int) -> bool:
+    """Insert a REQUESTED trip; False (nothing written) if the rider is no longer active."""
+    stamp = dbm.timestamp(now)
+    values = (trip_id.hex, stamp, stamp, pick_up, drop_off, rider_id, rider_id)
+    return await dbm.execute(_INSERT, values) == 1
+
+
+async def accept(trip_id: uuid.UUID, driver_id: int, now: dt.datetime, claimed_rider: int | None) -> bool:
+    """REQUESTED -> STARTED for ``driver_id``, if nobody has it yet: exactly one of racing drivers gets True."""
+    values = (driver_id, dbm.timestamp(now), trip_id.hex, claimed_rider, claimed_rider, driver_id)
+    return await dbm.execute(_ACCEPT, values) == 1
+
+
+async def advance(
+    trip_id: uuid.UUID, current: str, target: str, driver_id: int, now: dt.datetime, claimed_rider: int | None
+) -> bool:
+    """``current`` -> ``target`` if the trip is still ``current`` and ``driver_id`` drives it."""
+    values = (target, dbm.timestamp(now), trip_id.hex, current, driver_id, claimed_rider, claimed_rider, driver_id)
+    return await dbm.execute(_ADVANCE, values) == 1
+
+
+async def open_ids(user_id: int, role: str) -> list[str]:
+    """Ids of the user's trips that are not COMPLETED."""
+    return [trip_id_text(row[0]) for row in await dbm.fetch_all(_OPEN_IDS[role], (user_id,))]
