@@ -7,18 +7,17 @@ factory; the ``before_server_start`` listener then opens that worker's database 
 from __future__ import annotations
 
 import logging
-from types import SimpleNamespace
 
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from sanic import Sanic
-from sanic.config import Config
 from sanic_ext import openapi
 
 from taxi import __version__
 from taxi import db as dbm
 from taxi.api import auth, health, media, socket, trips
+from taxi.api.context import AppContext, TaxiApp
 from taxi.api.errors import JSONErrorHandler
 from taxi.api.spec import build_spec
 from taxi.config import ConfigError, Settings
@@ -29,11 +28,12 @@ from taxi.security import TokenIssuer
 from taxi.services.accounts import Accounts, LoginLimits
 from taxi.services.media import Media
 from taxi.services.throttle import RedisThrottle
+from taxi.services.trip_events import TripEvents
 from taxi.services.trips import Trips
 
 log = logging.getLogger("taxi")
 
-TaxiApp = Sanic[Config, SimpleNamespace]
+__all__ = ["TaxiApp", "create_app"]
 
 
 def create_app(settings: Settings | object | None = None, name: str = "taxi") -> TaxiApp:
@@ -44,21 +44,8 @@ def create_app(settings: Settings | object | None = None, name: str = "taxi") ->
     _log_to_stderr()
     if not isinstance(settings, Settings):
         settings = Settings.from_env()
-    app: TaxiApp = Sanic(name, error_handler=JSONErrorHandler(), ctx=SimpleNamespace())
+    app: TaxiApp = Sanic(name, error_handler=JSONErrorHandler(), ctx=_context(settings))
     _configure(app, settings)
-
-    tokens = TokenIssuer(settings.secret_key, settings.access_token_lifetime, settings.refresh_token_lifetime)
-    app.ctx.settings = settings
-    app.ctx.tokens = tokens
-    limits = LoginLimits(
-        settings.login_attempts_per_user,
-        settings.login_attempts_per_address,
-        settings.login_window,
-        settings.signups_per_address,
-    )
-    app.ctx.accounts = Accounts(tokens, settings.bcrypt_rounds, settings.public_url, limits)
-    app.ctx.trips = Trips(settings.public_url)
-    app.ctx.media = Media(settings.media_root, settings.max_photo_bytes, settings.max_photo_pixels)
 
     for module in (auth, trips, media, health, socket):
         app.blueprint(module.bp)
@@ -70,6 +57,23 @@ def create_app(settings: Settings | object | None = None, name: str = "taxi") ->
     app.register_listener(_close_sockets, "before_server_stop")
     app.register_listener(_close_worker, "after_server_stop")
     return app
+
+
+def _context(settings: Settings) -> AppContext:
+    tokens = TokenIssuer(settings.secret_key, settings.access_token_lifetime, settings.refresh_token_lifetime)
+    limits = LoginLimits(
+        settings.login_attempts_per_user,
+        settings.login_attempts_per_address,
+        settings.login_window,
+        settings.signups_per_address,
+    )
+    return AppContext(
+        settings=settings,
+        tokens=tokens,
+        accounts=Accounts(tokens, settings.bcrypt_rounds, settings.public_url, limits),
+        trips=Trips(settings.public_url),
+        media=Media(settings.media_root, settings.max_photo_bytes, settings.max_photo_pixels),
+    )
 
 
 class _QuietClientErrors(logging.Filter):
@@ -125,7 +129,7 @@ def _configure(app: TaxiApp, settings: Settings) -> None:
 
 async def _check_deployment(app: TaxiApp) -> None:
     """Once, in the main process: refuse a shape that cannot work, and bring the embedded database up to date."""
-    settings: Settings = app.ctx.settings
+    settings = app.ctx.settings
     workers = app.state.workers
     if workers > 1 and not settings.redis_url:
         raise ConfigError(
@@ -148,7 +152,7 @@ async def _check_deployment(app: TaxiApp) -> None:
 
 async def _open_worker(app: TaxiApp) -> None:
     """In every worker: its database pool, its hub, and its broker connection."""
-    settings: Settings = app.ctx.settings
+    settings = app.ctx.settings
     app.ctx.database = await dbm.connect(settings.database, settings.db_pool_size)
     redis_url = settings.redis_url
     if redis_url:
@@ -157,6 +161,7 @@ async def _open_worker(app: TaxiApp) -> None:
         relay = Relay(Hub(), LocalBroker)
     await relay.broker.start()
     app.ctx.relay = relay
+    app.ctx.events = TripEvents(relay)
     if settings.redis_url:
         app.ctx.redis = aioredis.from_url(
             settings.redis_url,

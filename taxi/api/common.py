@@ -6,8 +6,9 @@ from collections.abc import Mapping
 from typing import Any
 
 import orjson
-from sanic import HTTPResponse, Request
+from sanic import HTTPResponse
 
+from taxi.api.context import TaxiRequest
 from taxi.errors import ValidationFailed
 from taxi.schemas import require_object
 
@@ -19,7 +20,7 @@ def json_response(body: Any, status: int = 200, headers: Mapping[str, str] | Non
     return HTTPResponse(orjson.dumps(body), status=status, headers=dict(headers or {}), content_type="application/json")
 
 
-def body_of(request: Request) -> Mapping[str, Any]:
+def body_of(request: TaxiRequest) -> Mapping[str, Any]:
     """The request body as a mapping: a JSON object, or the first value of each form field."""
     ctype = (request.content_type or "").split(";")[0].strip().lower()
     if ctype in FORM_TYPES:

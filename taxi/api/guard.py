@@ -8,14 +8,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from sanic import Request
-
+from taxi.api.context import TaxiRequest
 from taxi.errors import AuthenticationFailed
 from taxi.security import ACCESS
 from taxi.services.accounts import Caller, active_user
 
 
-def bearer_token(request: Request) -> str | None:
+def bearer_token(request: TaxiRequest) -> str | None:
     """The token of an ``Authorization: Bearer <token>`` header, or None."""
     header: str | None = request.headers.get("authorization")
     if not header:
@@ -26,18 +25,18 @@ def bearer_token(request: Request) -> str | None:
     return token.strip()
 
 
-def access_claims(request: Request, token: str | None) -> dict[str, Any]:
+def access_claims(request: TaxiRequest, token: str | None) -> dict[str, Any]:
     """The claims of a valid access token (signature, expiry, type); raise AuthenticationFailed otherwise."""
     claims: dict[str, Any] = request.app.ctx.tokens.decode(token, ACCESS)
     return claims
 
 
-async def authenticate_token(request: Request, token: str | None) -> Caller:
+async def authenticate_token(request: TaxiRequest, token: str | None) -> Caller:
     """The active user an access token names; raise AuthenticationFailed otherwise."""
     return await active_user(access_claims(request, token)["id"])
 
 
-async def authenticate(request: Request) -> Caller:
+async def authenticate(request: TaxiRequest) -> Caller:
     """Authenticate an HTTP request by its Bearer header and remember the caller on ``request.ctx``."""
     caller = await authenticate_token(request, bearer_token(request))
     request.ctx.caller = caller

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from sanic import Blueprint, HTTPResponse, Request
+from sanic import Blueprint, HTTPResponse
 
 from taxi.api.common import json_response
+from taxi.api.context import TaxiRequest
 
 bp = Blueprint("health", url_prefix="/api")
 
@@ -12,5 +13,5 @@ _OK = {"status": "ok"}
 
 
 @bp.get("/health/")
-async def health(request: Request) -> HTTPResponse:
+async def health(request: TaxiRequest) -> HTTPResponse:
     return json_response(_OK)

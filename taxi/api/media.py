@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from sanic import Blueprint, HTTPResponse, Request
+from sanic import Blueprint, HTTPResponse
 from sanic.response import file
 
+from taxi.api.context import TaxiRequest
 from taxi.errors import NotFound
 from taxi.services.media import CONTENT_TYPES
 
@@ -12,7 +13,7 @@ bp = Blueprint("media", url_prefix="/media")
 
 
 @bp.get("/photos/<name:str>")
-async def photo(request: Request, name: str) -> HTTPResponse:
+async def photo(request: TaxiRequest, name: str) -> HTTPResponse:
     path = request.app.ctx.media.photo_path(name)
     if path is None:
         raise NotFound("Not found.")

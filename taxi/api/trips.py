@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from sanic import Blueprint, HTTPResponse, Request
+from sanic import Blueprint, HTTPResponse
 
 from taxi.api.common import json_response
+from taxi.api.context import TaxiRequest
 from taxi.api.guard import access_claims, bearer_token
 from taxi.errors import NotFound, ValidationFailed
 from taxi.schemas import parse_limit, parse_trip_id
@@ -14,14 +15,14 @@ bp = Blueprint("trips", url_prefix="/api/trip")
 
 
 @bp.on_request
-async def guard(request: Request) -> None:
+async def guard(request: TaxiRequest) -> None:
     # The token is checked here; that its user still exists and is active is checked by the same query
     # that reads the trips (one round trip instead of two on the hottest routes).
     request.ctx.claims = access_claims(request, bearer_token(request))
 
 
 @bp.get("/")
-async def trip_list(request: Request) -> HTTPResponse:
+async def trip_list(request: TaxiRequest) -> HTTPResponse:
     ctx = request.app.ctx
     limit = parse_limit(request.args.get("limit"), ctx.settings.trip_list_default, ctx.settings.trip_list_max)
     claims = request.ctx.claims
@@ -29,11 +30,11 @@ async def trip_list(request: Request) -> HTTPResponse:
 
 
 @bp.get("/<trip_id:str>/")
-async def trip_detail(request: Request, trip_id: str) -> HTTPResponse:
+async def trip_detail(request: TaxiRequest, trip_id: str) -> HTTPResponse:
     try:
         tid = parse_trip_id(trip_id)
     except ValidationFailed:
         await active_user(request.ctx.claims["id"])  # a refused user hears 401 first, whatever the path
         raise NotFound("Not found.") from None
-    trip = await request.app.ctx.trips.get_for_user(request.ctx.claims["id"], tid)
-    return json_response(trip.data)
+    trips = request.app.ctx.trips
+    return json_response(trips.out(await trips.get_for_user(request.ctx.claims["id"], tid)))

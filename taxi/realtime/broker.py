@@ -21,6 +21,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from taxi.errors import BrokerUnavailable
+
 log = logging.getLogger("taxi.realtime")
 
 Deliver = Callable[[str, str], object]  # (group, payload) -> delivered locally
@@ -29,10 +31,6 @@ Deliver = Callable[[str, str], object]  # (group, payload) -> delivered locally
 def redis_retry() -> Retry:
     """Three retries of a connection error, 50 ms to 0.5 s apart: enough to ride over a restart's stale sockets."""
     return Retry(ExponentialBackoff(cap=0.5, base=0.05), 3)
-
-
-class BrokerUnavailable(Exception):
-    """The broker cannot carry events right now (Redis is down or too slow)."""
 
 
 class Broker(Protocol):
@@ -209,52 +207,74 @@ class RedisBroker:
                         fut.exception()  # retrieved: no "never retrieved" noise if nobody waits any more
 
     async def _read(self) -> None:
-        """Deliver messages to the hub; keep going through connection loss (and say so in the log)."""
-        backoff = 0.1
+        """The receive loop: wait for a message, note a reconnection, hand the message on."""
+        backoff = _Backoff()
         while not self._stopping:
             try:
                 message = await self._pubsub.get_message(timeout=1.0)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # ConnectionError, TimeoutError, ...: redis-py reconnects on the next read
-                if not self._down:
-                    self._down = True
-                    log.warning("redis pub/sub connection lost (%r); reconnecting", exc)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 2.0)
+                self._connection_lost(exc)
+                await asyncio.sleep(backoff.next())
                 continue
             if self._down:
-                self._down = False
-                backoff = 0.1
-                # redis-py resubscribed what it had; ask again for what failed while Redis was away, and drop
-                # what it resubscribed although its last member left meanwhile (its UNSUBSCRIBE was lost).
-                retry = [channel for channel, fut in self._wanted.items() if _failed(fut)]
-                for channel in retry:
-                    self._ask(channel)
-                for channel in list(self._pubsub.channels):
-                    name = channel.decode() if isinstance(channel, bytes) else channel
-                    if name.startswith(self._prefix) and name not in self._wanted:
-                        self._commands.put_nowait(("unsubscribe", name, None))
-                log.warning("redis pub/sub reconnected; %d group channels resubscribed", len(self._wanted))
-            if message is None:
-                continue
-            kind = message["type"]
-            if kind == "message":
-                channel = message["channel"]
-                if channel.startswith(self._prefix):
-                    try:
-                        self._deliver(channel[len(self._prefix) :], message["data"])
-                    except Exception:
-                        log.exception("delivering a message on %s failed", channel)
-            elif kind == "subscribe":
-                channel = message["channel"]
-                waiters = self._awaiting.get(channel)
-                if waiters:
-                    fut = waiters.popleft()
-                    if not waiters:
-                        del self._awaiting[channel]  # no empty entries left behind per channel ever used
-                    if not fut.done():
-                        fut.set_result(None)
+                backoff.reset()
+                self._reconnected()
+            if message is not None:
+                self._dispatch(message)
+
+    def _connection_lost(self, exc: Exception) -> None:
+        if not self._down:
+            self._down = True
+            log.warning("redis pub/sub connection lost (%r); reconnecting", exc)
+
+    def _reconnected(self) -> None:
+        """redis-py resubscribed what it had: ask again for what failed while Redis was away, and drop what it
+        resubscribed although its last member left meanwhile (that UNSUBSCRIBE was lost)."""
+        self._down = False
+        for channel in [channel for channel, fut in self._wanted.items() if _failed(fut)]:
+            self._ask(channel)
+        for channel in list(self._pubsub.channels):
+            name = channel.decode() if isinstance(channel, bytes) else channel
+            if name.startswith(self._prefix) and name not in self._wanted:
+                self._commands.put_nowait(("unsubscribe", name, None))
+        log.warning("redis pub/sub reconnected; %d group channels resubscribed", len(self._wanted))
+
+    def _dispatch(self, message: dict[str, Any]) -> None:
+        kind, channel = message["type"], message["channel"]
+        if kind == "message" and channel.startswith(self._prefix):
+            try:
+                self._deliver(channel[len(self._prefix) :], message["data"])
+            except Exception:
+                log.exception("delivering a message on %s failed", channel)
+        elif kind == "subscribe":
+            self._confirm(channel)
+
+    def _confirm(self, channel: str) -> None:
+        """Redis confirmed a SUBSCRIBE: release the oldest join waiting for it."""
+        waiters = self._awaiting.get(channel)
+        if not waiters:
+            return
+        fut = waiters.popleft()
+        if not waiters:
+            del self._awaiting[channel]  # no empty entries left behind per channel ever used
+        if not fut.done():
+            fut.set_result(None)
+
+
+class _Backoff:
+    """Waits between reconnection attempts: 0.1 s doubling to 2 s."""
+
+    def __init__(self) -> None:
+        self.delay = 0.1
+
+    def next(self) -> float:
+        delay, self.delay = self.delay, min(self.delay * 2, 2.0)
+        return delay
+
+    def reset(self) -> None:
+        self.delay = 0.1
 
 
 def _failed(fut: asyncio.Future[None]) -> bool:

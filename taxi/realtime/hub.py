@@ -2,23 +2,7 @@
 
 from __future__ import annotations
 
-import logging
-
 from taxi.realtime.session import Session
-
-log = logging.getLogger("taxi.realtime")
-
-NO_ORIGIN = "-"
-
-
-END = "end"
-
-
-def envelope(text: str, exclude: str | None = None, end: bool = False) -> str:
-    """The broker payload: a header line (the session not to deliver to, as it was answered directly, and
-    ``end`` when this is the group's last event), then the frame."""
-    header = exclude or NO_ORIGIN
-    return f"{header} {END}\n{text}" if end else f"{header}\n{text}"
 
 
 class Hub:
@@ -55,12 +39,10 @@ class Hub:
         session.groups.clear()
         return emptied
 
-    def deliver(self, group: str, payload: str) -> int:
-        """Queue a broker payload's frame to every local member of ``group`` but its origin; return how many."""
-        header, _, text = payload.partition("\n")
-        exclude = header.partition(" ")[0]
+    def deliver(self, group: str, frame: str, exclude: str | None = None) -> int:
+        """Queue ``frame`` to every local member of ``group`` but the session ``exclude``; return how many."""
         count = 0
         for session in tuple(self.members.get(group, ())):
-            if session.id != exclude and session.offer(text):
+            if session.id != exclude and session.offer(frame):
                 count += 1
         return count

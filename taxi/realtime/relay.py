@@ -3,14 +3,12 @@ to the broker; publishing wraps the frame with its origin so the sender (answere
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 
 from taxi.realtime.broker import Broker, Deliver
-from taxi.realtime.hub import END, Hub, envelope
+from taxi.realtime.envelope import unwrap, wrap
+from taxi.realtime.hub import Hub
 from taxi.realtime.session import Session
-
-log = logging.getLogger("taxi.realtime")
 
 
 class Relay:
@@ -56,12 +54,13 @@ class Relay:
 
         ``end``: this is the group's last event; every worker drops the group once it has delivered it.
         """
-        await self.broker.publish(group, envelope(text, exclude.id if exclude else None, end))
+        await self.broker.publish(group, wrap(text, exclude.id if exclude else None, end))
 
     def deliver(self, group: str, payload: str) -> int:
         """What the broker brings in: hand it to the local members, and forget a group that has ended."""
-        count = self.hub.deliver(group, payload)
-        if payload.partition("\n")[0].endswith(f" {END}"):
+        envelope = unwrap(payload)
+        count = self.hub.deliver(group, envelope.frame, envelope.exclude)
+        if envelope.end:
             for session in list(self.hub.members.get(group, ())):
                 self.leave(session, group)
         return count

@@ -1,0 +1,42 @@
+"""The application's typed context: what ``create_app`` builds once and each worker completes at start-up.
+
+``TaxiApp`` and ``TaxiRequest`` give every ``app.ctx.x`` and ``request.app.ctx.x`` its type.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import Any
+
+import redis.asyncio as aioredis
+from sanic import Request, Sanic
+from sanic.config import Config
+
+from taxi.config import Settings
+from taxi.realtime import Relay, Session
+from taxi.security import TokenIssuer
+from taxi.services.accounts import Accounts
+from taxi.services.media import Media
+from taxi.services.trip_events import TripEvents
+from taxi.services.trips import Trips
+
+
+@dataclass
+class AppContext:
+    """Services built by ``create_app``; the per-worker ones (pool, relay, Redis client) are set by the
+    ``before_server_start`` listener and exist only while the worker serves."""
+
+    settings: Settings
+    tokens: TokenIssuer
+    accounts: Accounts
+    trips: Trips
+    media: Media
+    database: Any = field(init=False)  # the worker's peewee-async database (pool)
+    relay: Relay = field(init=False)
+    events: TripEvents[Session] = field(init=False)
+    redis: aioredis.Redis | None = field(init=False, default=None)
+
+
+TaxiApp = Sanic[Config, AppContext]
+TaxiRequest = Request[TaxiApp, SimpleNamespace]

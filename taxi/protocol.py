@@ -1,0 +1,131 @@
+"""The /taxi/ WebSocket protocol, without any I/O: a text frame in, a typed command out; frames to send.
+
+The reference client's envelope is ``{"type": ..., "data": ...}`` both ways. Parsing never looks at who
+sent a message: identity comes from the socket's token, and the ids a payload repeats are only returned as
+claims for the handler to compare.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from taxi.errors import PermissionDenied, ValidationFailed
+from taxi.models import STATUSES
+from taxi.schemas import TripRequest, parse_trip_id, parse_trip_request
+
+ECHO = "echo.message"
+CREATE_TRIP = "create.trip"
+UPDATE_TRIP = "update.trip"
+ERROR = "error"
+
+
+class ProtocolError(Exception):
+    """A frame that is not a message of this protocol; ``code`` is the error code sent back."""
+
+    def __init__(self, code: str, detail: str) -> None:
+        super().__init__(detail)
+        self.code = code
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class Echo:
+    data: Any
+
+
+@dataclass(frozen=True)
+class CreateTrip:
+    form: TripRequest
+
+
+@dataclass(frozen=True)
+class UpdateTrip:
+    trip_id: uuid.UUID
+    status: str
+    rider_claim: int | None  # the rider the driver believes the trip has: the trip rules check it
+
+
+Command = Echo | CreateTrip | UpdateTrip
+
+
+def frame(kind: str, data: Any) -> str:
+    """One outgoing message as the text of a frame."""
+    return orjson.dumps({"type": kind, "data": data}).decode()
+
+
+def error_frame(code: str, detail: str, fields: dict[str, list[str]] | None = None) -> str:
+    data: dict[str, Any] = {"code": code, "detail": detail}
+    if fields:
+        data["fields"] = fields
+    return frame(ERROR, data)
+
+
+def parse_envelope(raw: str | bytes) -> tuple[str, Any]:
+    """The ``type`` and ``data`` of a frame; ProtocolError when it is not a JSON object with a string type."""
+    if not isinstance(raw, str):
+        raise ProtocolError("invalid_message", "Expected a text frame with a JSON object, got a binary frame.")
+    try:
+        message = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise ProtocolError("invalid_json", f"Message is not valid JSON: {exc.args[0]}") from None
+    if not isinstance(message, dict):
+        raise ProtocolError("invalid_message", f"Expected a JSON object, got {type(message).__name__}.")
+    kind = message.get("type")
+    if not isinstance(kind, str):
+        raise ProtocolError("invalid_message", 'Expected a string "type" in the message.')
+    return kind, message.get("data")
+
+
+def parse_command(kind: str, data: Any, caller_id: int) -> Command:
+    """The command a message of ``caller_id`` carries.
+
+    ValidationFailed (code ``invalid``) for bad fields; PermissionDenied when the payload names someone else
+    as the author (the reference client repeats its own id as ``rider`` or ``driver``).
+    """
+    if kind == ECHO:
+        return Echo(data)
+    if kind == CREATE_TRIP:
+        body = require_data(data)
+        check_identity(body.get("rider"), caller_id, "rider")
+        return CreateTrip(parse_trip_request(body))
+    if kind == UPDATE_TRIP:
+        body = require_data(data)
+        trip_id = parse_trip_id(body.get("id"))
+        status = body.get("status")
+        if not isinstance(status, str) or status not in STATUSES:
+            raise ValidationFailed.field("status", f"Must be one of {', '.join(STATUSES)}.")
+        check_identity(body.get("driver"), caller_id, "driver")
+        return UpdateTrip(trip_id, status, identity_of(body.get("rider"), "rider"))
+    raise ProtocolError(
+        "unknown_type", f"Unknown message type {kind[:64]!r}: expected {ECHO}, {CREATE_TRIP} or {UPDATE_TRIP}."
+    )
+
+
+def require_data(data: Any) -> dict[str, Any]:
+    if not isinstance(data, dict):
+        raise ValidationFailed.field("data", f"Expected an object, got {type(data).__name__}.")
+    return data
+
+
+def identity_of(value: Any, field: str) -> int | None:
+    """A user id the client sent (an id, its text, or a user object), or None when it sent none."""
+    if value is None:
+        return None
+    if isinstance(value, dict):
+        value = value.get("id")
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 19:
+        value = int(value)
+    if isinstance(value, int) and not isinstance(value, bool) and 0 < value < 2**63:
+        return value
+    raise ValidationFailed.field(field, "Expected a user id.")
+
+
+def check_identity(value: Any, caller_id: int, field: str) -> None:
+    """A payload may repeat the caller's id (the reference client does) but never name anyone else."""
+    claimed = identity_of(value, field)
+    if claimed is not None and claimed != caller_id:
+        raise PermissionDenied(f"You can only act as yourself: {field} must be your own id or absent.")

@@ -1,0 +1,118 @@
+"""The trip-event policy: which groups a socket joins, and which groups hear which trip event.
+
+Groups: ``drivers`` (every connected driver) and ``trip:<id>`` (the trip's rider and driver). A socket joins
+its groups before its first message is read; a rider joins a new trip's group before the trip exists, so
+no event about it can be missed. Persist, then publish: an event is sent only about a committed change,
+to its author directly and to everyone else once through the publisher. The publisher is a small interface
+(the realtime relay in the server, a fake in tests); nothing here knows about sockets or Sanic.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Generic, Protocol, TypeVar
+
+from taxi.errors import BrokerUnavailable
+from taxi.models import COMPLETED, DRIVER, STARTED
+from taxi.protocol import ECHO, error_frame, frame
+
+log = logging.getLogger("taxi.socket")
+
+DRIVERS = "drivers"
+
+
+def trip_group(trip_id: str) -> str:
+    return f"trip:{trip_id}"
+
+
+class Member(Protocol):
+    """One connected socket, as the policy sees it."""
+
+    label: str
+
+    def offer(self, text: str) -> bool:
+        """Send ``text`` to this socket (queued, never blocking)."""
+
+
+M = TypeVar("M", bound=Member)
+M_contra = TypeVar("M_contra", bound=Member, contravariant=True)
+
+
+class Publisher(Protocol[M_contra]):
+    async def join(self, member: M_contra, group: str) -> None:
+        """Return once ``member`` hears every later event of ``group``; BrokerUnavailable if that cannot be."""
+
+    def leave(self, member: M_contra, group: str) -> None: ...
+
+    async def publish(self, group: str, text: str, exclude: M_contra | None = None, end: bool = False) -> None:
+        """Send ``text`` to every member of ``group`` but ``exclude``; ``end``: the group's last event."""
+
+
+def groups_on_connect(role: str, open_trip_ids: list[str]) -> list[str]:
+    """The groups a socket belongs to from the start: ``drivers`` for a driver, and its open trips'."""
+    return ([DRIVERS] if role == DRIVER else []) + [trip_group(t) for t in open_trip_ids]
+
+
+class TripEvents(Generic[M]):
+    """The policy applied through one publisher."""
+
+    def __init__(self, publisher: Publisher[M]) -> None:
+        self.publisher = publisher
+
+    async def connected(self, member: M, role: str, open_trip_ids: list[str]) -> None:
+        """Join the socket's groups; BrokerUnavailable if any cannot be joined (the socket must be refused)."""
+        for group in groups_on_connect(role, open_trip_ids):
+            await self.publisher.join(member, group)
+
+    async def before_request(self, member: M, trip_id: str) -> None:
+        """The rider joins the group of a trip about to be stored: once a driver can see the trip, the rider
+        must already hear what the driver does with it."""
+        try:
+            await self.publisher.join(member, trip_group(trip_id))
+        except BrokerUnavailable:
+            pass  # the trip is still stored; the broadcast failure is reported to the rider after
+
+    def request_failed(self, member: M, trip_id: str) -> None:
+        self.publisher.leave(member, trip_group(trip_id))
+
+    async def requested(self, member: M, trip_id: str, trip: dict[str, object]) -> None:
+        """A trip was requested: its rider and every driver hear of it."""
+        await self._deliver(member, trip_id, frame(ECHO, trip), also_drivers=True, what="The trip was requested")
+
+    async def updated(self, member: M, trip_id: str, status: str, trip: dict[str, object]) -> None:
+        """A driver moved a trip: its rider hears it; on acceptance every driver too (the request is gone)."""
+        await self._deliver(
+            member,
+            trip_id,
+            frame(ECHO, trip),
+            also_drivers=status == STARTED,
+            end=status == COMPLETED,  # nothing more happens to it: every worker drops its group once delivered
+            what="The trip was updated",
+        )
+        if status == COMPLETED:
+            self.publisher.leave(member, trip_group(trip_id))
+
+    async def _deliver(
+        self, member: M, trip_id: str, text: str, *, also_drivers: bool, what: str, end: bool = False
+    ) -> None:
+        """The change is committed: join its group, answer the author, then tell everyone else once."""
+        group = trip_group(trip_id)
+        replied = False
+        try:
+            await self.publisher.join(member, group)
+            member.offer(text)
+            replied = True
+            await self.publisher.publish(group, text, exclude=member, end=end)
+            if also_drivers:
+                await self.publisher.publish(DRIVERS, text, exclude=member)
+        except BrokerUnavailable as exc:
+            log.warning("socket of %s: broadcast failed: %s", member.label, exc)
+            if not replied:
+                member.offer(text)  # it is committed: the author must still learn the trip as stored
+            member.offer(
+                error_frame(
+                    "unavailable",
+                    f"{what} and saved, but others could not be notified; "
+                    "they will see it when they next fetch their trips.",
+                )
+            )
