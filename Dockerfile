@@ -42,5 +42,6 @@ HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \
     CMD ["python", "-c", "import json, sys, urllib.request; r = urllib.request.urlopen('http://127.0.0.1:8000/api/health/', timeout=3); sys.exit(0 if r.status == 200 and json.load(r).get('status') == 'ok' else 1)"]
 
 # Exec form, and the script execs Sanic: the Sanic main process is PID 1 and gets `docker stop`'s
-# SIGTERM itself, alone (a signal to the whole process group breaks its shutdown; STACK-NOTES 13).
+# SIGTERM itself, alone. A SIGTERM to the whole process group would make Sanic's main process exit 1
+# ("Broken pipe") instead of 0: see docs/pitfalls.md, "Signal the main process only".
 ENTRYPOINT ["docker-entrypoint.sh"]
