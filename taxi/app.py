@@ -50,7 +50,7 @@ def create_app(settings: Settings | object | None = None, name: str = "taxi") ->
     for module in (auth, trips, media, health, socket):
         app.blueprint(module.bp)
         openapi.exclude(bp=module.bp)  # described once, exactly, in taxi.api.spec
-    app.ext.openapi.raw(build_spec(settings.trip_list_max))
+    app.ext.openapi.raw(build_spec(settings))
 
     app.register_listener(_check_deployment, "main_process_start")
     app.register_listener(_open_worker, "before_server_start")

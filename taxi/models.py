@@ -1,29 +1,19 @@
-"""The tables, as peewee models bound to the ``db`` proxy. The schema itself is owned by ``taxi.migrations``."""
+"""The tables peewee writes to: users and revoked refresh tokens.
+
+The schema itself is owned by ``taxi.migrations``; trips are read and written only by ``taxi.queries.trips``,
+whose conditional statements peewee cannot express better than SQL.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
-import uuid
 from typing import Any
 
 import peewee
 import peewee_async
 
 from taxi.db import db
-
-RIDER = "rider"
-DRIVER = "driver"
-GROUPS = (RIDER, DRIVER)
-
-REQUESTED = "REQUESTED"
-STARTED = "STARTED"
-IN_PROGRESS = "IN_PROGRESS"
-COMPLETED = "COMPLETED"
-STATUSES = (REQUESTED, STARTED, IN_PROGRESS, COMPLETED)
-
-
-def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
+from taxi.domain import parse_timestamp, utcnow
 
 
 class UtcDateTimeField(peewee.Field):
@@ -40,14 +30,6 @@ class UtcDateTimeField(peewee.Field):
 
     def python_value(self, value: Any) -> Any:
         return parse_timestamp(value) if value is not None else None
-
-
-def parse_timestamp(value: Any) -> dt.datetime:
-    """A UTC datetime from what either backend returns (datetime on PostgreSQL, text on SQLite)."""
-    stamp: dt.datetime = dt.datetime.fromisoformat(value) if isinstance(value, str) else value
-    if stamp.tzinfo is None:
-        stamp = stamp.replace(tzinfo=dt.UTC)
-    return stamp.astimezone(dt.UTC)
 
 
 class BaseModel(peewee_async.AioModel):
@@ -69,20 +51,6 @@ class User(BaseModel):
 
     class Meta:
         table_name = "taxi_user"
-
-
-class Trip(BaseModel):
-    id = peewee.UUIDField(primary_key=True, default=uuid.uuid4)
-    created = UtcDateTimeField(default=utcnow)
-    updated = UtcDateTimeField(default=utcnow)
-    pick_up_address = peewee.CharField(max_length=255)
-    drop_off_address = peewee.CharField(max_length=255)
-    status = peewee.CharField(max_length=20, default=REQUESTED)
-    rider = peewee.ForeignKeyField(User, null=True, backref="trips_as_rider", on_delete="SET NULL")
-    driver = peewee.ForeignKeyField(User, null=True, backref="trips_as_driver", on_delete="SET NULL")
-
-    class Meta:
-        table_name = "taxi_trip"
 
 
 class RevokedToken(BaseModel):

@@ -13,8 +13,8 @@ from typing import Any
 
 import orjson
 
+from taxi.domain import STATUSES
 from taxi.errors import PermissionDenied, ValidationFailed
-from taxi.models import STATUSES
 from taxi.schemas import TripRequest, parse_trip_id, parse_trip_request
 
 ECHO = "echo.message"

@@ -12,8 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from taxi.domain import GROUPS, parse_timestamp
 from taxi.errors import ValidationFailed
-from taxi.models import GROUPS, parse_timestamp
 
 MAX_USERNAME = 150
 MAX_NAME = 150

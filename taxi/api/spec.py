@@ -3,10 +3,13 @@ and answer (sanic-ext serves it at /docs/openapi.json and renders /docs; its per
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
+from taxi.config import Settings
+from taxi.domain import GROUPS, STATUSES
 from taxi.schemas import MAX_ADDRESS, MAX_NAME, MAX_USERNAME, MIN_PASSWORD
+from taxi.security import BCRYPT_MAX_BYTES
+from taxi.services.media import ACCEPTED, FORMATS
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -35,11 +38,16 @@ _SIGN_UP_FIELDS: dict[str, Any] = {
     "password1": {
         "type": "string",
         "minLength": MIN_PASSWORD,
-        "maxLength": 72,
-        "description": "at most 72 bytes in UTF-8",
+        "maxLength": BCRYPT_MAX_BYTES,
+        "description": f"at most {BCRYPT_MAX_BYTES} bytes in UTF-8",
     },
-    "password2": {"type": "string", "minLength": MIN_PASSWORD, "maxLength": 72, "description": "equal to password1"},
-    "group": {"type": "string", "enum": ["rider", "driver"]},
+    "password2": {
+        "type": "string",
+        "minLength": MIN_PASSWORD,
+        "maxLength": BCRYPT_MAX_BYTES,
+        "description": "equal to password1",
+    },
+    "group": {"type": "string", "enum": list(GROUPS)},
 }
 _SIGN_UP_REQUIRED = ["username", "password1", "password2", "group"]
 
@@ -58,7 +66,7 @@ SCHEMAS: dict[str, Any] = {
             "username": {"type": "string"},
             "first_name": {"type": "string"},
             "last_name": {"type": "string"},
-            "group": {"type": "string", "enum": ["rider", "driver"]},
+            "group": {"type": "string", "enum": list(GROUPS)},
             "photo": {"type": "string", "nullable": True, "description": "URL of the photo, or null"},
         },
     },
@@ -71,7 +79,7 @@ SCHEMAS: dict[str, Any] = {
             "updated": {"type": "string", "format": "date-time"},
             "pick_up_address": {"type": "string", "maxLength": MAX_ADDRESS},
             "drop_off_address": {"type": "string", "maxLength": MAX_ADDRESS},
-            "status": {"type": "string", "enum": ["REQUESTED", "STARTED", "IN_PROGRESS", "COMPLETED"]},
+            "status": {"type": "string", "enum": list(STATUSES)},
             "driver": {"allOf": [_ref("User")], "nullable": True},
             "rider": {"allOf": [_ref("User")], "nullable": True},
         },
@@ -83,14 +91,6 @@ SCHEMAS: dict[str, Any] = {
     },
     "AccessToken": {"type": "object", "required": ["access"], "properties": {"access": {"type": "string"}}},
     "SignUp": {"type": "object", "required": _SIGN_UP_REQUIRED, "properties": _SIGN_UP_FIELDS},
-    "SignUpForm": {
-        "type": "object",
-        "required": _SIGN_UP_REQUIRED,
-        "properties": {
-            **_SIGN_UP_FIELDS,
-            "photo": {"type": "string", "format": "binary", "description": "JPEG, PNG, WebP or GIF, at most 5 MB"},
-        },
-    },
     "LogIn": {
         "type": "object",
         "required": ["username", "password"],
@@ -166,45 +166,6 @@ PATHS: dict[str, Any] = {
             },
         }
     },
-    "/api/trip/": {
-        "get": {
-            "tags": ["trips"],
-            "summary": "The trips the caller may see, newest first",
-            "description": "A rider sees their own trips; a driver sees every REQUESTED trip and the trips they drive.",
-            "operationId": "trip_list",
-            "security": _BEARER,
-            "parameters": [
-                {
-                    "name": "limit",
-                    "in": "query",
-                    "required": False,
-                    "schema": {"type": "integer", "minimum": 1, "maximum": 500},
-                    "description": "at most this many trips (the default and the maximum are configurable)",
-                }
-            ],
-            "responses": {
-                "200": _json({"type": "array", "items": _ref("Trip")}, "Trips"),
-                "400": _INVALID,
-                "401": _UNAUTHENTICATED,
-                "503": _UNAVAILABLE,
-            },
-        }
-    },
-    "/api/trip/{trip_id}/": {
-        "get": {
-            "tags": ["trips"],
-            "summary": "One trip, if the caller may see it",
-            "operationId": "trip_detail",
-            "security": _BEARER,
-            "parameters": [{"name": "trip_id", "in": "path", "required": True, "schema": {"type": "string"}}],
-            "responses": {
-                "200": _json(_ref("Trip"), "The trip"),
-                "401": _UNAUTHENTICATED,
-                "404": _json(_DETAIL, "Unknown, invisible or malformed trip id"),
-                "503": _UNAVAILABLE,
-            },
-        }
-    },
     "/media/photos/{name}": {
         "get": {
             "tags": ["media"],
@@ -214,10 +175,7 @@ PATHS: dict[str, Any] = {
             "responses": {
                 "200": {
                     "description": "The image",
-                    "content": {
-                        t: {"schema": {"type": "string", "format": "binary"}}
-                        for t in ("image/jpeg", "image/png", "image/webp", "image/gif")
-                    },
+                    "content": {t: {"schema": {"type": "string", "format": "binary"}} for _, t in FORMATS.values()},
                 },
                 "404": _json(_DETAIL, "No such photo"),
             },
@@ -239,8 +197,68 @@ PATHS: dict[str, Any] = {
 }
 
 
-def build_spec(trip_list_max: int) -> dict[str, Any]:
-    """The description for this deployment (the largest ``limit`` is a setting)."""
-    paths = copy.deepcopy(PATHS)
-    paths["/api/trip/"]["get"]["parameters"][0]["schema"]["maximum"] = trip_list_max
-    return {"paths": paths, "components": {"schemas": SCHEMAS}}
+def _trip_paths(settings: Settings) -> dict[str, Any]:
+    return {
+        "/api/trip/": {
+            "get": {
+                "tags": ["trips"],
+                "summary": "The trips the caller may see, newest first",
+                "description": "A rider sees their own trips; a driver sees every REQUESTED trip and the trips they drive.",
+                "operationId": "trip_list",
+                "security": _BEARER,
+                "parameters": [
+                    {
+                        "name": "limit",
+                        "in": "query",
+                        "required": False,
+                        "schema": {"type": "integer", "minimum": 1, "maximum": settings.trip_list_max},
+                        "description": f"at most this many trips (default {settings.trip_list_default})",
+                    }
+                ],
+                "responses": {
+                    "200": _json({"type": "array", "items": _ref("Trip")}, "Trips"),
+                    "400": _INVALID,
+                    "401": _UNAUTHENTICATED,
+                    "503": _UNAVAILABLE,
+                },
+            }
+        },
+        "/api/trip/{trip_id}/": {
+            "get": {
+                "tags": ["trips"],
+                "summary": "One trip, if the caller may see it",
+                "operationId": "trip_detail",
+                "security": _BEARER,
+                "parameters": [{"name": "trip_id", "in": "path", "required": True, "schema": {"type": "string"}}],
+                "responses": {
+                    "200": _json(_ref("Trip"), "The trip"),
+                    "401": _UNAUTHENTICATED,
+                    "404": _json(_DETAIL, "Unknown, invisible or malformed trip id"),
+                    "503": _UNAVAILABLE,
+                },
+            }
+        },
+    }
+
+
+def _sign_up_form(settings: Settings) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "required": _SIGN_UP_REQUIRED,
+        "properties": {
+            **_SIGN_UP_FIELDS,
+            "photo": {
+                "type": "string",
+                "format": "binary",
+                "description": f"{ACCEPTED}, at most {settings.max_photo_bytes} bytes",
+            },
+        },
+    }
+
+
+def build_spec(settings: Settings) -> dict[str, Any]:
+    """The description for this deployment, from the constants and settings the handlers check against."""
+    return {
+        "paths": {**PATHS, **_trip_paths(settings)},
+        "components": {"schemas": {**SCHEMAS, "SignUpForm": _sign_up_form(settings)}},
+    }

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import peewee_async
 from peewee_async.databases import fetchall
 
-from taxi.models import utcnow
+from taxi.domain import utcnow
 
 log = logging.getLogger("taxi.migrations")
 

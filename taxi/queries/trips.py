@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from taxi import db as dbm
-from taxi.models import STARTED
+from taxi.domain import STARTED
 from taxi.queries.rows import select_list, split
 from taxi.queries.users import UserRow, load_active, user_columns
 from taxi.schemas import iso

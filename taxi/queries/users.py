@@ -8,7 +8,8 @@ from typing import Any, NamedTuple
 import peewee
 
 from taxi import db as dbm
-from taxi.models import RevokedToken, User, utcnow
+from taxi.domain import utcnow
+from taxi.models import RevokedToken, User
 from taxi.queries.rows import select_list
 from taxi.schemas import user_out
 

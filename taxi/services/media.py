@@ -22,6 +22,7 @@ FORMATS: dict[str, tuple[str, str]] = {
     "WEBP": ("webp", "image/webp"),
     "GIF": ("gif", "image/gif"),
 }
+ACCEPTED = "JPEG, PNG, WebP or GIF"
 CONTENT_TYPES = {ext: ctype for ext, ctype in FORMATS.values()}
 PHOTO_NAME = re.compile(r"^[0-9a-f]{32}\.(jpg|png|webp|gif)$")
 PHOTO_DIR = "photos"
@@ -63,7 +64,7 @@ def check_image(body: bytes, max_bytes: int, max_pixels: int) -> CheckedImage:
             "photo", "Upload a valid image. The file you uploaded was either not an image or a corrupted image."
         ) from None
     if fmt not in FORMATS:
-        raise ValidationFailed.field("photo", "Unsupported image format: expected JPEG, PNG, WebP or GIF.")
+        raise ValidationFailed.field("photo", f"Unsupported image format: expected {ACCEPTED}.")
     return CheckedImage(FORMATS[fmt][0], width, height)
 
 

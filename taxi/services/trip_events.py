@@ -12,8 +12,8 @@ from __future__ import annotations
 import logging
 from typing import Generic, Protocol, TypeVar
 
+from taxi.domain import COMPLETED, DRIVER, STARTED
 from taxi.errors import BrokerUnavailable
-from taxi.models import COMPLETED, DRIVER, STARTED
 from taxi.protocol import ECHO, error_frame, frame
 
 log = logging.getLogger("taxi.socket")

@@ -11,8 +11,8 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from taxi.domain import COMPLETED, DRIVER, IN_PROGRESS, REQUESTED, RIDER, STARTED, utcnow
 from taxi.errors import APIError, Conflict, NotFound, PermissionDenied
-from taxi.models import COMPLETED, DRIVER, IN_PROGRESS, REQUESTED, RIDER, STARTED, utcnow
 from taxi.queries import trips as q
 from taxi.queries.trips import TripRow
 from taxi.schemas import TripRequest, iso
