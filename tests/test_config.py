@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
 
-from taxi.config import ConfigError, DatabaseURL, Settings
+from taxi.config import ConfigError, DatabaseURL, Settings, configuration_table
 
 
 def test_embedded_defaults_need_no_variables(tmp_path, monkeypatch):
@@ -62,3 +63,25 @@ def test_invalid_settings_name_the_variable(env, variable, tmp_path, monkeypatch
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ConfigError, match=variable):
         Settings.from_env(env)
+
+
+def test_the_readme_table_is_the_settings_definition():
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    start = readme.index("| variable | default | meaning |")
+    table = readme[start : readme.index("\n\n", start)]
+    assert table == configuration_table(), "regenerate the README's table from taxi.config.configuration_table()"
+
+
+def test_every_setting_can_be_set_from_its_variable(tmp_path):
+    env = {"TAXI_SECRET_KEY": "s" * 40}
+    expected = {}
+    for item in fields(Settings):
+        if item.type == "int":
+            value = (item.metadata["low"] or 0) + 2
+            if item.metadata["high"] is not None:
+                value = min(value, item.metadata["high"])
+            env[item.metadata["env"]] = str(value)
+            expected[item.name] = value
+    expected["trip_list_default"] = min(expected["trip_list_default"], expected["trip_list_max"])
+    settings = Settings.from_env(env)
+    assert {name: getattr(settings, name) for name in expected} == expected

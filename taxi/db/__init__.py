@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import peewee
-import peewee_async
+from peewee_async.databases import AioDatabase
 
 from taxi.config import DatabaseURL
 from taxi.db.postgres import PostgresqlDatabase
@@ -35,7 +35,7 @@ __all__ = [
 db = peewee.DatabaseProxy()
 
 
-def make_database(url: DatabaseURL, pool_size: int) -> peewee_async.AioDatabase:
+def make_database(url: DatabaseURL, pool_size: int) -> AioDatabase:
     """A peewee-async database for ``url``, not yet connected."""
     if url.is_sqlite:
         return SqliteDatabase(url.name, pool_params={"maxsize": min(pool_size, 4)})
@@ -49,7 +49,7 @@ def make_database(url: DatabaseURL, pool_size: int) -> peewee_async.AioDatabase:
     )
 
 
-async def connect(url: DatabaseURL, pool_size: int) -> peewee_async.AioDatabase:
+async def connect(url: DatabaseURL, pool_size: int) -> AioDatabase:
     """Create this process's pool on the running loop and bind the models to it."""
     database = make_database(url, pool_size)
     db.initialize(database)

@@ -47,7 +47,8 @@ class PostgresqlDatabase(peewee_async.PostgresqlDatabase):
                 if name not in prepared:
                     await cursor.execute(f"PREPARE {name} AS {statement.numbered()}")
                     prepared.add(name)
-                await cursor.execute(f"EXECUTE {name} ({', '.join(['%s'] * len(params))})", params)
+                arguments = f" ({', '.join(['%s'] * len(params))})" if params else ""
+                await cursor.execute(f"EXECUTE {name}{arguments}", params)
             else:
                 await cursor.execute(statement.render("%s"), params)
             return await cursor.fetchall()

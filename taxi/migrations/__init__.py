@@ -9,8 +9,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-import peewee_async
-from peewee_async.databases import fetchall
+from peewee_async.databases import AioDatabase, fetchall
 
 from taxi.domain import utcnow
 
@@ -95,7 +94,7 @@ MIGRATIONS: tuple[Migration, ...] = (
 LATEST = MIGRATIONS[-1].version
 
 
-async def current_version(database: peewee_async.AioDatabase) -> int:
+async def current_version(database: AioDatabase) -> int:
     """The highest applied migration, 0 for an empty database."""
     if "taxi_schema_version" not in await database.aio_get_tables():
         return 0
@@ -103,7 +102,7 @@ async def current_version(database: peewee_async.AioDatabase) -> int:
     return int(rows[0][0] or 0)
 
 
-async def migrate(database: peewee_async.AioDatabase) -> list[int]:
+async def migrate(database: AioDatabase) -> list[int]:
     """Apply every pending migration, each in its own transaction; return the versions applied."""
     sqlite = database.__class__.__name__ == "SqliteDatabase"
     mark = "?" if sqlite else "%s"
