@@ -10,6 +10,7 @@ import redis.asyncio as aioredis
 
 from taxi.realtime import BrokerUnavailable, Hub, LocalBroker, RedisBroker, Relay, Session
 from tests.conftest import REDIS_URL
+from tests.support import eventually
 
 
 class Sink:
@@ -28,11 +29,10 @@ class Sink:
         self.closed_with = (code, reason)
 
     async def settle(self, n: int, timeout: float = 5.0) -> list[str]:
-        for _ in range(int(timeout / 0.01)):
-            if len(self.frames) >= n:
-                break
-            await asyncio.sleep(0.01)
-        return self.frames
+        """The frames, once at least ``n`` have arrived."""
+        return await eventually(
+            lambda: self.frames, f"{n} frames arrive", until=lambda got: len(got) >= n, timeout=timeout
+        )
 
 
 @pytest.fixture
@@ -77,11 +77,7 @@ async def test_subscribe_on_first_join_and_unsubscribe_on_last_leave(workers):
     await asyncio.sleep(0.05)
     assert await numsub(admin, prefix, "trip:x") == 1
     a.leave_all(s2.session)
-    for _ in range(100):
-        if await numsub(admin, prefix, "trip:x") == 0:
-            break
-        await asyncio.sleep(0.01)
-    assert await numsub(admin, prefix, "trip:x") == 0
+    await eventually(lambda: numsub(admin, prefix, "trip:x"), "the last leave unsubscribes", until=lambda n: n == 0)
     assert a.hub.members == {} and a.broker.subscribed_groups == []
 
 
@@ -174,12 +170,12 @@ async def test_a_superseded_subscribe_does_not_leave_the_group_deaf(workers):
     await b.publish("race", "heard")
     assert await second.settle(1) == ["heard"]
     a.leave_all(second.session)
-    for _ in range(100):
-        if not a.broker._awaiting and await numsub(admin, prefix, "race") == 0:
-            break
-        await asyncio.sleep(0.01)
-    assert a.broker._awaiting == {}  # no per-channel bookkeeping outlives the group
-    assert await numsub(admin, prefix, "race") == 0
+
+    async def leftovers():
+        return a.broker._awaiting, await numsub(admin, prefix, "race")
+
+    # No per-channel bookkeeping outlives the group, and Redis drops the subscription.
+    await eventually(leftovers, "the group leaves nothing behind", until=lambda left: left == ({}, 0))
 
 
 async def test_a_groups_last_event_ends_it_on_every_worker(workers):
@@ -189,12 +185,8 @@ async def test_a_groups_last_event_ends_it_on_every_worker(workers):
     await b.join(on_b.session, "trip:done")
     await a.publish("trip:done", "COMPLETED", end=True)
     assert await on_a.settle(1) == ["COMPLETED"] and await on_b.settle(1) == ["COMPLETED"]
-    for _ in range(100):
-        if await numsub(admin, prefix, "trip:done") == 0:
-            break
-        await asyncio.sleep(0.01)
+    await eventually(lambda: numsub(admin, prefix, "trip:done"), "both workers unsubscribe", until=lambda n: n == 0)
     assert "trip:done" not in a.hub.members and "trip:done" not in b.hub.members
-    assert await numsub(admin, prefix, "trip:done") == 0
     assert on_a.session.groups == set() and on_b.session.groups == set()
 
 
@@ -222,9 +214,6 @@ async def test_frames_go_out_directly_when_idle_and_in_order_otherwise():
     assert session.offer("d")  # frames are waiting ahead of it: it must queue behind them, not overtake
     assert written == ["a"]
     release.set()
-    for _ in range(100):
-        if len(queued) == 3:
-            break
-        await asyncio.sleep(0.01)
+    await eventually(lambda: queued, "the writer task sends the queued frames", until=lambda sent: len(sent) == 3)
     assert queued == ["b", "c", "d"]
     session.stop()

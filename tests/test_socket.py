@@ -14,7 +14,7 @@ import pytest
 import websockets
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from tests.support import SyncDB, bearer, log_in, sign_up
+from tests.support import SyncDB, bearer, eventually, log_in, sign_up
 from tests.wsclient import WAIT, RawSocket, ask, connect, recv, send, silent, still_open, trip_request
 
 
@@ -377,11 +377,8 @@ def test_disconnect_leaves_no_member_and_no_subscription_behind(live, app, rider
             assert set(relay.hub.members) == {"drivers", f"trip:{trip['id']}"}
             if hasattr(relay.broker, "subscribed_groups"):
                 assert set(relay.broker.subscribed_groups) == {"drivers", f"trip:{trip['id']}"}
-        for _ in range(100):  # the server notices the close within a few ms
-            if not relay.hub.members:
-                break
-            await asyncio.sleep(0.02)
-        assert relay.hub.members == {}
+        # The server notices the close within a few ms.
+        await eventually(lambda: relay.hub.members, "both sockets leave their groups", until=lambda m: m == {})
         if hasattr(relay.broker, "subscribed_groups"):
             assert relay.broker.subscribed_groups == []
             await asyncio.sleep(0.1)
@@ -406,15 +403,15 @@ def test_a_client_that_stops_reading_is_disconnected_without_delaying_others(dep
         rider, driver = live.account("r@example.com"), live.account("d@example.com", "driver")
         slow = live.account("slow@example.com", "driver")
 
+        def drivers() -> int:
+            return len(app.ctx.relay.hub.members.get("drivers", ()))
+
         async def scenario():
             stalled = await RawSocket.open("127.0.0.1", client.port, f"/taxi/?token={slow['access']}")
             async with await connect(live.base, rider["access"]) as r, await connect(live.base, driver["access"]) as d:
                 await still_open(d)
-                for _ in range(100):  # the raw socket's handler joins right after its handshake
-                    if len(app.ctx.relay.hub.members.get("drivers", ())) == 2:
-                        break
-                    await asyncio.sleep(0.02)
-                assert len(app.ctx.relay.hub.members["drivers"]) == 2
+                # The raw socket's handler joins right after its handshake.
+                await eventually(drivers, "the stalled driver joins the drivers", until=lambda n: n == 2)
                 big = json.dumps({"type": "echo.message", "data": "y" * 50_000})
                 sent = 0
                 for _ in range(400):  # bounded: far more than the socket buffers and the queue can hold
@@ -423,13 +420,11 @@ def test_a_client_that_stops_reading_is_disconnected_without_delaying_others(dep
                     except (TimeoutError, ConnectionError):
                         break  # the server stopped reading from it
                     sent += 1
-                    if len(app.ctx.relay.hub.members.get("drivers", ())) < 2:
+                    if drivers() < 2:
                         break
-                for _ in range(100):
-                    if len(app.ctx.relay.hub.members.get("drivers", ())) < 2:
-                        break
-                    await asyncio.sleep(0.05)
-                assert len(app.ctx.relay.hub.members["drivers"]) == 1, f"not disconnected after {sent} frames"
+                await eventually(
+                    drivers, f"the stalled driver is disconnected after {sent} frames", until=lambda n: n == 1
+                )
                 # Meanwhile everyone else is served promptly.
                 loop = asyncio.get_running_loop()
                 start = loop.time()
