@@ -7,6 +7,7 @@ Each test runs twice: on PostgreSQL with the Redis broker, and on SQLite with th
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import uuid
 
@@ -396,7 +397,7 @@ def test_a_client_that_stops_reading_is_disconnected_without_delaying_others(dep
     from taxi.app import create_app
     from tests.support import free_port
 
-    settings = deployment.__class__(**{**deployment.__dict__, "ws_queue_size": 8})
+    settings = dataclasses.replace(deployment, ws_queue_size=8)
     app = create_app(settings, name=f"taxi_slow_{uuid.uuid4().hex[:6]}")
     with ReusableClient(app, port=free_port()) as client:
         live = Live(client)
