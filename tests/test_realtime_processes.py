@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-import shutil
-import subprocess
 import time
 import urllib.request
 
@@ -16,7 +14,7 @@ import websockets
 
 from tests.conftest import REDIS_URL
 from tests.servers import TIMEOUT_SCALE, ServerProcess, call, server_env
-from tests.support import PASSWORD, SyncDB, eventually, eventually_sync, free_port
+from tests.support import PASSWORD, SyncDB, eventually, eventually_sync
 from tests.wsclient import ask, connect, recv, silent, trip_request
 
 
@@ -104,55 +102,6 @@ def test_two_workers_broadcast_to_sockets_on_both(pg_database_url, tmp_path):
     log = server.output()
     assert "Traceback" not in log, log
     assert forged not in log and rider["access"] not in log and "token=" not in log
-
-
-@pytest.fixture
-def private_redis(tmp_path):
-    """A Redis of our own on a free port, so stopping it touches nobody else."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.fail("redis-server is needed for this test (apt-get install redis-server)")
-    port = free_port()
-
-    def ping() -> bool:
-        with redis.Redis(port=port) as client:
-            return bool(client.ping())
-
-    def start() -> subprocess.Popen:
-        proc = subprocess.Popen(
-            [
-                binary,
-                "--port",
-                str(port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(tmp_path),
-            ],
-            stdout=subprocess.DEVNULL,
-        )
-        eventually_sync(ping, f"the private Redis on port {port} answers", retry_on=(redis.ConnectionError,))
-        return proc
-
-    state = {"proc": start()}
-
-    class Control:
-        url = f"redis://127.0.0.1:{port}/0"
-
-        def stop(self) -> None:
-            state["proc"].terminate()
-            state["proc"].wait(10)
-
-        def start(self) -> None:
-            state["proc"] = start()
-
-    yield Control()
-    state["proc"].terminate()
-    state["proc"].wait(10)
 
 
 def test_redis_outage_is_reported_and_survived(pg_database_url, tmp_path, private_redis):
