@@ -1,15 +1,19 @@
-"""Test helpers: synchronous access to the test databases, images, and HTTP shortcuts."""
+"""Test helpers: waiting for a condition, synchronous access to the test databases, images, and HTTP shortcuts."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import inspect
 import io
+import os
 import socket
 import sqlite3
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar, overload
 
 import psycopg2
 from PIL import Image
@@ -17,6 +21,112 @@ from PIL import Image
 from taxi.config import DatabaseURL
 
 PASSWORD = "pAssw0rd!"
+# One scale for every wait in the tests: raise it on a slow machine instead of editing numbers.
+TIMEOUT_SCALE = float(os.environ.get("TAXI_TEST_TIMEOUT_SCALE", "1"))
+
+T = TypeVar("T")
+
+
+class _Poll:
+    """What ``eventually`` and ``eventually_sync`` share: the deadline, and the message when it passes."""
+
+    def __init__(self, what: str, until: Callable[[Any], object], timeout: float) -> None:
+        self.what = what
+        self.until = until
+        self.seconds = timeout * TIMEOUT_SCALE
+        self.deadline = time.monotonic() + self.seconds
+        self.last: object = "nothing (never probed)"
+
+    def done(self, value: object) -> bool:
+        self.last = value
+        return bool(self.until(value))
+
+    def failed(self, exc: BaseException) -> None:
+        self.last = exc
+
+    def give_up(self) -> bool:
+        return time.monotonic() >= self.deadline
+
+    def error(self) -> AssertionError:
+        return AssertionError(f"never true within {self.seconds:g} s: {self.what}; last seen: {self.last!r}")
+
+
+@overload
+async def eventually(
+    probe: Callable[[], Awaitable[T]],
+    what: str,
+    *,
+    until: Callable[[T], object] = ...,
+    timeout: float = ...,
+    interval: float = ...,
+    retry_on: tuple[type[BaseException], ...] = ...,
+) -> T: ...
+
+
+@overload
+async def eventually(
+    probe: Callable[[], T],
+    what: str,
+    *,
+    until: Callable[[T], object] = ...,
+    timeout: float = ...,
+    interval: float = ...,
+    retry_on: tuple[type[BaseException], ...] = ...,
+) -> T: ...
+
+
+async def eventually(
+    probe: Callable[[], Any],
+    what: str,
+    *,
+    until: Callable[[Any], object] = bool,
+    timeout: float = 5.0,
+    interval: float = 0.01,
+    retry_on: tuple[type[BaseException], ...] = (),
+) -> Any:
+    """Call ``probe`` (a plain or an async function) until ``until`` holds for what it returns, and return that.
+
+    ``timeout`` is in seconds, scaled by TAXI_TEST_TIMEOUT_SCALE; when it passes, AssertionError says ``what``
+    never became true and shows the last value seen. An exception of a ``retry_on`` type counts as "not yet".
+    """
+    poll = _Poll(what, until, timeout)
+    while True:
+        try:
+            value = probe()
+            if inspect.isawaitable(value):
+                value = await value
+        except retry_on as exc:
+            poll.failed(exc)
+        else:
+            if poll.done(value):
+                return value
+        if poll.give_up():
+            raise poll.error()
+        await asyncio.sleep(interval)
+
+
+def eventually_sync(
+    probe: Callable[[], T],
+    what: str,
+    *,
+    until: Callable[[T], object] = bool,
+    timeout: float = 5.0,
+    interval: float = 0.05,
+    retry_on: tuple[type[BaseException], ...] = (),
+) -> T:
+    """``eventually`` for code outside an event loop: the same arguments, but ``probe`` is a plain function."""
+    poll = _Poll(what, until, timeout)
+    while True:
+        try:
+            value = probe()
+        except retry_on as exc:
+            poll.failed(exc)
+        else:
+            if poll.done(value):
+                return value
+        if poll.give_up():
+            raise poll.error()
+        time.sleep(interval)
 
 
 def free_port() -> int:

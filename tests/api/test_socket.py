@@ -7,14 +7,16 @@ Each test runs twice: on PostgreSQL with the Redis broker, and on SQLite with th
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import uuid
 
 import pytest
+import redis.asyncio as aioredis
 import websockets
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from tests.support import SyncDB, bearer, log_in, sign_up
+from tests.support import SyncDB, bearer, eventually, log_in, sign_up
 from tests.wsclient import WAIT, RawSocket, ask, connect, recv, send, silent, still_open, trip_request
 
 
@@ -367,30 +369,40 @@ def test_oversized_frame_closes_with_1009(live, rider):
     live.run(scenario())
 
 
-def test_disconnect_leaves_no_member_and_no_subscription_behind(live, app, rider, driver):
+def test_disconnect_leaves_no_member_and_no_subscription_behind(live, app, settings, rider, driver):
     relay = app.ctx.relay
 
-    async def scenario():
+    async def subscribed(admin) -> set[str]:
+        """Redis's own view: the channels of this server's groups that someone is subscribed to."""
+        return set(await admin.pubsub_channels(relay.broker.channel("*")))
+
+    async def scenario(admin):
         async with await connect(live.base, rider["access"]) as r, await connect(live.base, driver["access"]) as d:
             trip = (await ask(r, "create.trip", trip_request()))["data"]
             await recv(d)
-            assert set(relay.hub.members) == {"drivers", f"trip:{trip['id']}"}
-            if hasattr(relay.broker, "subscribed_groups"):
-                assert set(relay.broker.subscribed_groups) == {"drivers", f"trip:{trip['id']}"}
-        for _ in range(100):  # the server notices the close within a few ms
-            if not relay.hub.members:
-                break
-            await asyncio.sleep(0.02)
-        assert relay.hub.members == {}
-        if hasattr(relay.broker, "subscribed_groups"):
+            groups = {"drivers", f"trip:{trip['id']}"}
+            assert set(relay.hub.members) == groups
+            if admin is not None:
+                assert set(relay.broker.subscribed_groups) == groups
+                assert await subscribed(admin) == {relay.broker.channel(group) for group in groups}
+        # The server notices the close within a few ms.
+        await eventually(lambda: relay.hub.members, "both sockets leave their groups", until=lambda m: m == {})
+        if admin is not None:
             assert relay.broker.subscribed_groups == []
-            await asyncio.sleep(0.1)
-            pubsub_channels = set(relay.broker._pubsub.channels)
-            assert not any(c.startswith(relay.broker._prefix) for c in pubsub_channels), pubsub_channels
+            await eventually(lambda: subscribed(admin), "Redis drops every group channel", until=lambda c: c == set())
         names = {t.get_name() for t in asyncio.all_tasks()}
         assert not any(n.startswith("ws-writer-") for n in names), names
 
-    live.run(scenario())
+    async def with_redis_view():
+        if settings.redis_url is None:  # the in-process broker: no Redis to ask
+            return await scenario(None)
+        admin = aioredis.from_url(settings.redis_url, decode_responses=True)
+        try:
+            return await scenario(admin)
+        finally:
+            await admin.aclose()
+
+    live.run(with_redis_view())
 
 
 def test_a_client_that_stops_reading_is_disconnected_without_delaying_others(deployment, tmp_path):
@@ -399,22 +411,22 @@ def test_a_client_that_stops_reading_is_disconnected_without_delaying_others(dep
     from taxi.app import create_app
     from tests.support import free_port
 
-    settings = deployment.__class__(**{**deployment.__dict__, "ws_queue_size": 8})
+    settings = dataclasses.replace(deployment, ws_queue_size=8)
     app = create_app(settings, name=f"taxi_slow_{uuid.uuid4().hex[:6]}")
     with ReusableClient(app, port=free_port()) as client:
         live = Live(client)
         rider, driver = live.account("r@example.com"), live.account("d@example.com", "driver")
         slow = live.account("slow@example.com", "driver")
 
+        def drivers() -> int:
+            return len(app.ctx.relay.hub.members.get("drivers", ()))
+
         async def scenario():
             stalled = await RawSocket.open("127.0.0.1", client.port, f"/taxi/?token={slow['access']}")
             async with await connect(live.base, rider["access"]) as r, await connect(live.base, driver["access"]) as d:
                 await still_open(d)
-                for _ in range(100):  # the raw socket's handler joins right after its handshake
-                    if len(app.ctx.relay.hub.members.get("drivers", ())) == 2:
-                        break
-                    await asyncio.sleep(0.02)
-                assert len(app.ctx.relay.hub.members["drivers"]) == 2
+                # The raw socket's handler joins right after its handshake.
+                await eventually(drivers, "the stalled driver joins the drivers", until=lambda n: n == 2)
                 big = json.dumps({"type": "echo.message", "data": "y" * 50_000})
                 sent = 0
                 for _ in range(400):  # bounded: far more than the socket buffers and the queue can hold
@@ -423,13 +435,11 @@ def test_a_client_that_stops_reading_is_disconnected_without_delaying_others(dep
                     except (TimeoutError, ConnectionError):
                         break  # the server stopped reading from it
                     sent += 1
-                    if len(app.ctx.relay.hub.members.get("drivers", ())) < 2:
+                    if drivers() < 2:
                         break
-                for _ in range(100):
-                    if len(app.ctx.relay.hub.members.get("drivers", ())) < 2:
-                        break
-                    await asyncio.sleep(0.05)
-                assert len(app.ctx.relay.hub.members["drivers"]) == 1, f"not disconnected after {sent} frames"
+                await eventually(
+                    drivers, f"the stalled driver is disconnected after {sent} frames", until=lambda n: n == 1
+                )
                 # Meanwhile everyone else is served promptly.
                 loop = asyncio.get_running_loop()
                 start = loop.time()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import secrets
 from concurrent.futures import ThreadPoolExecutor
 
@@ -18,9 +19,7 @@ from tests.support import PASSWORD, free_port, sign_up
 
 @pytest.fixture
 def limited(deployment, tmp_path):
-    settings = deployment.__class__(
-        **{**deployment.__dict__, "login_attempts_per_user": 3, "login_attempts_per_address": 6, "login_window": 60}
-    )
+    settings = dataclasses.replace(deployment, login_attempts_per_user=3, login_attempts_per_address=6, login_window=60)
     app = create_app(settings, name=f"taxi_{secrets.token_hex(4)}")
     with ReusableClient(app, port=free_port()) as client:
         yield client
@@ -42,7 +41,7 @@ def test_a_username_is_locked_after_too_many_attempts(limited):
 
 
 def test_sign_ups_are_limited_per_address(deployment):
-    settings = deployment.__class__(**{**deployment.__dict__, "signups_per_address": 3})
+    settings = dataclasses.replace(deployment, signups_per_address=3)
     app = create_app(settings, name=f"taxi_{secrets.token_hex(4)}")
     with ReusableClient(app, port=free_port()) as client:
         body = {"password1": PASSWORD, "password2": PASSWORD, "group": "rider"}

@@ -4,6 +4,7 @@ response has a documented status and matches its documented schema."""
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 
 import pytest
 import schemathesis
@@ -54,28 +55,61 @@ def api(postgresql_url, tmp_path_factory):
     assert "Traceback" not in server.output(), server.output()
 
 
+@dataclass
+class Exercised:
+    """How many generated cases one operation was sent, and how many of them carried the valid access token."""
+
+    cases: int = 0
+    with_token: int = 0
+
+
 def operations(schema):
     return [result.ok() for result in schema.get_all_operations()]
+
+
+def documented_operations(document: dict) -> dict[str, bool]:
+    """Every operation of an OpenAPI document, as "METHOD /path", and whether it declares ``security`` (its own
+    or, when it has none, the document's: an empty list means no authentication)."""
+    methods = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
+    return {
+        f"{method.upper()} {path}": bool(operation.get("security", document.get("security")))
+        for path, item in document["paths"].items()
+        for method, operation in item.items()
+        if method in methods
+    }
 
 
 def test_every_operation_survives_generated_input(api):
     server, schema, tokens = api
     ops = operations(schema)
     assert len(ops) >= 8, [op.label for op in ops]
+    sent: dict[str, Exercised] = {}
     tried = {
-        f"{op.label} ({mode.value})": fuzz(op, mode, server.url, tokens["access"])
+        f"{op.label} ({mode.value})": fuzz(op, mode, server.url, tokens["access"], sent)
         for op in ops
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE)
     }
     print("fuzzed:", tried)
     assert sum(tried.values()) >= EXAMPLES * 8
+    # Coverage, from the document the server serves (not from schemathesis's reading of it): every operation was
+    # sent some cases, and every one that declares security was sent some with the valid access token.
+    status, document = call(f"{server.url}/docs/openapi.json")
+    assert status == 200, document
+    documented = documented_operations(document)
+    seen = {name: sent.get(name, Exercised()) for name in documented}
+    never_sent = sorted(name for name, done in seen.items() if not done.cases)
+    assert not never_sent, f"operations never fuzzed: {never_sent}"
+    no_token = sorted(name for name, done in seen.items() if documented[name] and not done.with_token)
+    assert not no_token, f"operations that declare security but were never fuzzed with a valid token: {no_token}"
+    assert call(f"{server.url}/api/trip/", token=tokens["access"])[0] == 200  # the token was valid all along
 
 
-def fuzz(op, mode: GenerationMode, base_url: str, access: str) -> int:
-    """Run generated cases against one operation; return how many were sent."""
+def fuzz(op, mode: GenerationMode, base_url: str, access: str, sent: dict[str, Exercised]) -> int:
+    """Run generated cases against one operation; return how many were sent, and count them in ``sent``."""
     count = 0
-    guarded = op.path.startswith("/api/trip") or op.path == "/api/log_out"
+    guarded = op.path.startswith("/api/trip") or op.path == "/api/log_out/"
     headers = {"Authorization": f"Bearer {access}"} if guarded else {}
+    exercised = sent.setdefault(f"{op.method.upper()} {op.path}", Exercised())
 
     @settings(max_examples=EXAMPLES, deadline=None, database=None, suppress_health_check=list(HealthCheck))
     @given(case=op.as_strategy(generation_mode=mode))
@@ -83,6 +117,10 @@ def fuzz(op, mode: GenerationMode, base_url: str, access: str) -> int:
         nonlocal count
         count += 1
         response = case.call(base_url=base_url, headers=headers)
+        exercised.cases += 1
+        # What actually went out, not what was meant to: a case may set its own Authorization header.
+        if response.request.headers.get("Authorization") == f"Bearer {access}":
+            exercised.with_token += 1
         assert response.status_code < 500, (op.label, response.status_code, response.text)
         case.validate_response(response, headers=headers, checks=CHECKS)
 

@@ -4,6 +4,7 @@ below is wide on purpose."""
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
 import statistics
 import time
@@ -21,13 +22,8 @@ def timed(client, path: str, body: dict) -> tuple[int, float]:
 
 
 def test_unknown_users_cost_as_much_as_wrong_passwords(deployment):
-    settings = deployment.__class__(
-        **{
-            **deployment.__dict__,
-            "bcrypt_rounds": 10,
-            "login_attempts_per_user": 1000,
-            "login_attempts_per_address": 1000,
-        }
+    settings = dataclasses.replace(
+        deployment, bcrypt_rounds=10, login_attempts_per_user=1000, login_attempts_per_address=1000
     )
     app = create_app(settings, name=f"taxi_{secrets.token_hex(4)}")
     with ReusableClient(app, port=free_port()) as client:
