@@ -21,7 +21,8 @@ from taxi import db as dbm
 from taxi.app import TaxiApp, create_app
 from taxi.config import DatabaseURL, Settings
 from taxi.migrations import migrate
-from tests.support import SyncDB, free_port
+from taxiload.harness import free_port
+from tests.support import SyncDB
 
 RUN_ID = f"{os.getpid()}_{secrets.token_hex(3)}"
 PG_HOST = os.environ.get("TAXI_TEST_PG_HOST", "127.0.0.1")

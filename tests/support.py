@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import socket
 import sqlite3
 import uuid
 from collections.abc import Iterator
@@ -17,12 +16,6 @@ from PIL import Image
 from taxi.config import DatabaseURL
 
 PASSWORD = "pAssw0rd!"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def png(width: int = 100, height: int = 100, fmt: str = "PNG") -> bytes:

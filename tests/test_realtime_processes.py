@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import secrets
 import shutil
-import subprocess
 import time
 import urllib.request
 
@@ -14,9 +13,10 @@ import pytest
 import redis
 import websockets
 
+from taxiload.harness import TIMEOUT_SCALE, PrivateRedis, ServerProcess, call
 from tests.conftest import REDIS_URL
-from tests.servers import TIMEOUT_SCALE, ServerProcess, call, server_env
-from tests.support import PASSWORD, SyncDB, free_port
+from tests.servers import server_env
+from tests.support import PASSWORD, SyncDB
 from tests.wsclient import ask, connect, recv, silent, trip_request
 
 
@@ -112,51 +112,12 @@ def test_two_workers_broadcast_to_sockets_on_both(pg_database_url, tmp_path):
 @pytest.fixture
 def private_redis(tmp_path):
     """A Redis of our own on a free port, so stopping it touches nobody else."""
-    binary = shutil.which("redis-server")
-    if binary is None:
+    if shutil.which("redis-server") is None:
         pytest.fail("redis-server is needed for this test (apt-get install redis-server)")
-    port = free_port()
-
-    def start() -> subprocess.Popen:
-        proc = subprocess.Popen(
-            [
-                binary,
-                "--port",
-                str(port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(tmp_path),
-            ],
-            stdout=subprocess.DEVNULL,
-        )
-        for _ in range(100):
-            try:
-                if redis.Redis(port=port).ping():
-                    break
-            except redis.ConnectionError:
-                time.sleep(0.05)
-        return proc
-
-    state = {"proc": start()}
-
-    class Control:
-        url = f"redis://127.0.0.1:{port}/0"
-
-        def stop(self) -> None:
-            state["proc"].terminate()
-            state["proc"].wait(10)
-
-        def start(self) -> None:
-            state["proc"] = start()
-
-    yield Control()
-    state["proc"].terminate()
-    state["proc"].wait(10)
+    server = PrivateRedis(tmp_path)
+    server.start()
+    yield server
+    server.stop()
 
 
 def test_redis_outage_is_reported_and_survived(pg_database_url, tmp_path, private_redis):
