@@ -179,8 +179,9 @@ class ServerProcess:
 
     def stop(self, timeout: float = 15.0) -> int:
         """SIGTERM to the main PID; SIGKILL to the group after ``timeout`` s, or to whatever of it outlived the main
-        process. Returns the main process's exit code."""
-        assert self.proc is not None
+        process. Returns the main process's exit code (0 if it was never started)."""
+        if self.proc is None:
+            return 0
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
