@@ -9,11 +9,8 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
-import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import psycopg2
 import pytest
@@ -25,7 +22,8 @@ from taxi import db as dbm
 from taxi.app import TaxiApp, create_app
 from taxi.config import DatabaseURL, Settings
 from taxi.migrations import migrate
-from tests.support import SyncDB, eventually_sync, free_port
+from taxiload.harness import PrivateRedis, free_port
+from tests.support import SyncDB
 
 RUN_ID = f"{os.getpid()}_{secrets.token_hex(3)}"
 PG_HOST = os.environ.get("TAXI_TEST_PG_HOST", "127.0.0.1")
@@ -151,49 +149,9 @@ def client(app: TaxiApp) -> Iterator[ReusableClient]:
 
 
 @pytest.fixture
-def private_redis(tmp_path: Path) -> Iterator[Any]:
-    """A Redis of our own on a free port, so stopping it touches nobody else."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.fail("redis-server is needed for this test (apt-get install redis-server)")
-    port = free_port()
-
-    def ping() -> bool:
-        with redis.Redis(port=port) as client:
-            return bool(client.ping())
-
-    def start() -> subprocess.Popen[bytes]:
-        proc = subprocess.Popen(
-            [
-                binary,
-                "--port",
-                str(port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(tmp_path),
-            ],
-            stdout=subprocess.DEVNULL,
-        )
-        eventually_sync(ping, f"the private Redis on port {port} answers", retry_on=(redis.ConnectionError,))
-        return proc
-
-    state = {"proc": start()}
-
-    class Control:
-        url = f"redis://127.0.0.1:{port}/0"
-
-        def stop(self) -> None:
-            state["proc"].terminate()
-            state["proc"].wait(10)
-
-        def start(self) -> None:
-            state["proc"] = start()
-
-    yield Control()
-    state["proc"].terminate()
-    state["proc"].wait(10)
+def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
+    """A Redis of our own on a free port, so stopping it touches nobody else (``.stop()``, ``.start()``, ``.url``)."""
+    server = PrivateRedis(tmp_path)
+    server.start()
+    yield server
+    server.stop()

@@ -6,8 +6,6 @@ import asyncio
 import contextlib
 import inspect
 import io
-import os
-import socket
 import sqlite3
 import time
 import uuid
@@ -19,10 +17,10 @@ import psycopg2
 from PIL import Image
 
 from taxi.config import DatabaseURL
+from taxiload.harness import TIMEOUT_SCALE
 
 PASSWORD = "pAssw0rd!"
 # One scale for every wait in the tests: raise it on a slow machine instead of editing numbers.
-TIMEOUT_SCALE = float(os.environ.get("TAXI_TEST_TIMEOUT_SCALE", "1"))
 
 T = TypeVar("T")
 
@@ -127,12 +125,6 @@ def eventually_sync(
         if poll.give_up():
             raise poll.error()
         time.sleep(interval)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def png(width: int = 100, height: int = 100, fmt: str = "PNG") -> bytes:

@@ -9,7 +9,7 @@ from typing import Any
 import websockets
 from websockets.asyncio.client import ClientConnection
 
-from tests.support import TIMEOUT_SCALE
+from taxiload.harness import TIMEOUT_SCALE
 
 WAIT = 5 * TIMEOUT_SCALE
 

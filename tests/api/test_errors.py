@@ -70,7 +70,7 @@ def test_openapi_describes_every_endpoint(client):
 def test_cors_allows_configured_origins_only(database_url, tmp_path):
     from sanic_testing.reusable import ReusableClient
 
-    from tests.support import free_port
+    from taxiload.harness import free_port
 
     settings = make_settings(database_url, tmp_path, cors_origins=("http://localhost:3000",))
     app = create_app(settings, name=f"taxi_{secrets.token_hex(4)}")

@@ -22,7 +22,8 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from tests.servers import ServerProcess, call, server_env
+from taxiload.harness import ServerProcess, call
+from tests.servers import server_env
 from tests.support import PASSWORD
 
 EXAMPLES = int(os.environ.get("TAXI_FUZZ_EXAMPLES", "40"))

@@ -409,7 +409,7 @@ def test_a_client_that_stops_reading_is_disconnected_without_delaying_others(dep
     from sanic_testing.reusable import ReusableClient
 
     from taxi.app import create_app
-    from tests.support import free_port
+    from taxiload.harness import free_port
 
     settings = dataclasses.replace(deployment, ws_queue_size=8)
     app = create_app(settings, name=f"taxi_slow_{uuid.uuid4().hex[:6]}")

@@ -7,13 +7,13 @@ import functools
 import os
 import signal
 import time
-from pathlib import Path
 
 import pytest
 import websockets
 
 from taxi.config import DatabaseURL
-from tests.servers import PrivatePostgres, ServerProcess, call, migrate_cli, server_env
+from taxiload.harness import PrivatePostgres, ServerProcess, call, worker_pids
+from tests.servers import migrate_cli, server_env
 from tests.support import PASSWORD, eventually, eventually_sync
 from tests.wsclient import ask, connect, recv, trip_request
 
@@ -85,19 +85,6 @@ def test_postgresql_restart_gives_503_then_recovers_without_a_restart(private_pg
             assert call(f"{server.url}/api/trip/", token=access) == (200, [])
     assert "Traceback" not in server.output(), server.output()
     print(f"recovered {recovery:.2f} s after PostgreSQL came back")
-
-
-def worker_pids(main_pid: int) -> list[int]:
-    """Sanic's worker processes under a main process (they carry SANIC_WORKER_NAME=Sanic-Server-...)."""
-    pids = []
-    for child in Path(f"/proc/{main_pid}/task/{main_pid}/children").read_text().split():
-        try:
-            environ = Path(f"/proc/{child}/environ").read_bytes()
-        except OSError:
-            continue
-        if b"SANIC_WORKER_NAME=Sanic-Server-" in environ:
-            pids.append(int(child))
-    return pids
 
 
 def test_a_killed_worker_loses_only_its_sockets_and_they_come_back(pg_database_url, tmp_path):

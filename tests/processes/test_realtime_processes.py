@@ -12,8 +12,9 @@ import pytest
 import redis
 import websockets
 
+from taxiload.harness import TIMEOUT_SCALE, ServerProcess, call
 from tests.conftest import REDIS_URL
-from tests.servers import TIMEOUT_SCALE, ServerProcess, call, server_env
+from tests.servers import server_env
 from tests.support import PASSWORD, SyncDB, eventually, eventually_sync
 from tests.wsclient import ask, connect, recv, silent, trip_request
 

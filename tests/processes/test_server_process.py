@@ -7,7 +7,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.servers import ServerProcess, call, migrate_cli, server_env
+from taxiload.harness import ServerProcess, call
+from tests.servers import migrate_cli, server_env
 from tests.support import PASSWORD
 
 

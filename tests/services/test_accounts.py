@@ -12,7 +12,8 @@ import time
 from sanic_testing.reusable import ReusableClient
 
 from taxi.app import create_app
-from tests.support import PASSWORD, free_port, sign_up
+from taxiload.harness import free_port
+from tests.support import PASSWORD, sign_up
 
 
 def timed(client, path: str, body: dict) -> tuple[int, float]:

@@ -13,8 +13,9 @@ from sanic_testing.reusable import ReusableClient
 
 from taxi.app import create_app
 from taxi.services.throttle import MemoryThrottle, RedisThrottle
-from tests.servers import ServerProcess, call, server_env
-from tests.support import PASSWORD, free_port, sign_up
+from taxiload.harness import ServerProcess, call, free_port
+from tests.servers import server_env
+from tests.support import PASSWORD, sign_up
 
 
 @pytest.fixture

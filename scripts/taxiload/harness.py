@@ -1,0 +1,340 @@
+"""Real processes for the tests and the load tools: the server started the production way, a private PostgreSQL
+cluster and a private redis-server that can be stopped and started again, free ports, one JSON-over-HTTP helper,
+``python -m taxi migrate``, and the lookup of Sanic's worker processes.
+
+The tests import it as ``taxiload.harness`` (setup.cfg puts scripts/ on pytest's pythonpath); the scripts put
+scripts/ on sys.path themselves. Standard library only at import time: psycopg2 and redis are imported where used.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[2]
+# One scale for every wait of the harness (server start-up, the settle after it, shutdown) and of the tests:
+# raise it on a slow machine instead of editing numbers.
+TIMEOUT_SCALE = float(os.environ.get("TAXI_TEST_TIMEOUT_SCALE", "1"))
+# Sanic 25.12.1 can hang at shutdown when SIGTERM reaches the main process before its manager has the ACK of every
+# worker: it loops, burning CPU, until the workers get SIGKILL. Right after the first 200 that happened every time;
+# so a server counts as started this long after its first 200 (details: docs/pitfalls.md).
+SETTLE_AFTER_READY = 1.5
+# In the environment of every process Sanic spawns as a worker (not in the main process or the manager).
+WORKER_MARK = b"SANIC_WORKER_NAME=Sanic-Server-"
+
+
+class SetupError(Exception):
+    """A tool or a service that the harness needs is missing."""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def call(
+    url: str, body: Any = None, token: str | None = None, method: str | None = None, timeout: float = 15.0
+) -> tuple[int, Any]:
+    """One JSON request with urllib (POST when there is a body, else GET); returns (status, decoded body).
+
+    An error status comes back like a success, with its body decoded as JSON (as text if it is not JSON)."""
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return resp.status, json.loads(resp.read() or b"null")
+    except urllib.error.HTTPError as err:
+        raw = err.read()
+        try:
+            return err.code, json.loads(raw or b"null")
+        except ValueError:
+            return err.code, raw.decode(errors="replace")
+
+
+def migrate(env: dict[str, str], timeout: float = 120.0) -> str:
+    """``python -m taxi migrate`` with exactly ``env``; returns what it printed, RuntimeError with it on failure."""
+    done = subprocess.run(
+        [sys.executable, "-m", "taxi", "migrate"], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout
+    )
+    if done.returncode:
+        raise RuntimeError(f"python -m taxi migrate failed:\n{done.stdout}{done.stderr}")
+    return done.stdout
+
+
+def worker_pids(main_pid: int) -> list[int]:
+    """The Sanic workers of a server: children of its main process with WORKER_MARK in their environment (the
+    manager and multiprocessing's helpers do not have it), sorted."""
+    try:
+        threads = os.listdir(f"/proc/{main_pid}/task")
+    except OSError:
+        return []
+    pids = set()
+    for tid in threads:
+        try:
+            children = Path(f"/proc/{main_pid}/task/{tid}/children").read_text().split()
+        except OSError:
+            continue
+        for child in children:
+            try:
+                if WORKER_MARK in Path(f"/proc/{child}/environ").read_bytes():
+                    pids.add(int(child))
+            except OSError:
+                continue
+    return sorted(pids)
+
+
+class ServerProcess:
+    """``python -m sanic taxi.app:create_app --factory --workers N`` on a free port, in its own session, and stopped
+    as a supervisor should: SIGTERM to the main PID only (a SIGTERM to the whole process group makes the main
+    process exit 1 with "Broken pipe"), SIGKILL to the group as a last resort.
+
+    ``env`` is added to this process's environment. Its output goes to ``log`` (kept), or to a temporary file that
+    ``close()`` removes after keeping the text for ``output()``.
+    """
+
+    def __init__(
+        self,
+        env: dict[str, str],
+        workers: int = 1,
+        port: int | None = None,
+        log: Path | None = None,
+        preexec_fn: Callable[[], None] | None = None,
+    ) -> None:
+        self.port = port or free_port()
+        self.workers = workers
+        self.env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
+        self.keep_log = log is not None
+        if log is None:
+            fd, name = tempfile.mkstemp(prefix="taxi-server-", suffix=".log")
+            os.close(fd)
+            log = Path(name)
+        self.log = log
+        self.preexec_fn = preexec_fn
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._final: str | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 30.0) -> ServerProcess:
+        """Start it and wait for the first 200 of GET /api/health/, then SETTLE_AFTER_READY more. If it exits or
+        does not answer in time: close() and RuntimeError (with its output, or where its log is)."""
+        app = ["-m", "sanic", "taxi.app:create_app", "--factory", "--host", "127.0.0.1"]
+        cmd = [sys.executable, *app, "--port", str(self.port), "--workers", str(self.workers), "--no-motd"]
+        with self.log.open("wb") as out:
+            self.proc = subprocess.Popen(
+                cmd,
+                cwd=REPO,
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=self.preexec_fn,
+            )
+        self._wait_ready(timeout * TIMEOUT_SCALE)
+        time.sleep(SETTLE_AFTER_READY * TIMEOUT_SCALE)
+        return self
+
+    def _wait_ready(self, timeout: float) -> None:
+        assert self.proc is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                self.close()
+                raise RuntimeError(self._failure(f"the server exited with {self.proc.returncode}"))
+            try:
+                if call(f"{self.url}/api/health/", timeout=1)[0] == 200:
+                    return
+            except (OSError, http.client.HTTPException, ValueError):
+                pass
+            time.sleep(0.1)
+        self.close()
+        raise RuntimeError(self._failure(f"GET /api/health/ gave no 200 within {timeout:.0f} s"))
+
+    def _failure(self, what: str) -> str:
+        return f"{what}; see {self.log}" if self.keep_log else f"{what}:\n{self.output()}"
+
+    def stop(self, timeout: float = 15.0) -> int:
+        """SIGTERM to the main PID; SIGKILL to the group after ``timeout`` s, or to whatever of it outlived the main
+        process. Returns the main process's exit code (0 if it was never started)."""
+        if self.proc is None:
+            return 0
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout * TIMEOUT_SCALE)
+            except subprocess.TimeoutExpired:
+                print(
+                    f"  ! the server (workers={self.workers}) ignored SIGTERM for {timeout:.0f} s: SIGKILL to its group"
+                )
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass  # nothing of it is left, as it should be
+        return self.proc.wait(5)
+
+    def output(self) -> str:
+        """Everything the server printed so far (kept after close())."""
+        if self._final is not None:
+            return self._final
+        return self.log.read_text(errors="replace")
+
+    def close(self) -> None:
+        """Stop the server if it runs, keep its output, and remove a temporary log."""
+        if self._final is not None:
+            return
+        if self.proc is not None:
+            self.stop()
+        self._final = self.output()
+        if not self.keep_log:
+            self.log.unlink(missing_ok=True)
+
+    def __enter__(self) -> ServerProcess:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+class PrivatePostgres:
+    """A throw-away PostgreSQL cluster on a free port (initdb into a temp dir, pg_ctl start/stop), so that it can be
+    stopped and started without touching the machine's server. PostgreSQL refuses to run as root, so as root every
+    tool runs as the ``postgres`` user through runuser. The binaries: TAXI_TEST_PG_BINDIR, else
+    /usr/lib/postgresql/15/bin, else the initdb on PATH."""
+
+    def __init__(self, prefix: str = "taxi-pg-") -> None:
+        bindir = Path(os.environ.get("TAXI_TEST_PG_BINDIR", "/usr/lib/postgresql/15/bin"))
+        if not (bindir / "initdb").exists():
+            found = shutil.which("initdb")
+            bindir = Path(found).resolve().parent if found else bindir
+        if not (bindir / "initdb").exists() or not (bindir / "pg_ctl").exists():
+            raise SetupError("PostgreSQL's initdb and pg_ctl are needed (set TAXI_TEST_PG_BINDIR)")
+        self.bindir = bindir
+        self.port = free_port()
+        self.server = f"postgresql://postgres@127.0.0.1:{self.port}"
+        # Not under pytest's tmp_path: that is private to root, and the cluster runs as postgres.
+        self.dir = Path(tempfile.mkdtemp(prefix=f"{prefix}{self.port}-"))
+        self._as: list[str] = []
+        try:
+            if os.geteuid() == 0:
+                user = pwd.getpwnam("postgres")
+                os.chown(self.dir, user.pw_uid, user.pw_gid)
+                self._as = ["runuser", "-u", "postgres", "--"]
+            self._run(
+                "initdb", "-D", str(self.dir / "data"), "-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8"
+            )
+        except BaseException:
+            shutil.rmtree(self.dir, ignore_errors=True)
+            raise
+
+    def _run(self, tool: str, *args: str) -> None:
+        # Own session: a Ctrl-C in the terminal must not reach the postmaster; remove() stops it.
+        done = subprocess.run(
+            [*self._as, str(self.bindir / tool), *args],
+            capture_output=True,
+            text=True,
+            timeout=90,
+            start_new_session=True,
+        )
+        if done.returncode:
+            raise RuntimeError(f"{tool} {' '.join(args)} failed ({done.returncode}):\n{done.stdout}{done.stderr}")
+
+    def start(self) -> None:
+        options = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off"
+        data, log = str(self.dir / "data"), str(self.dir / "log")
+        self._run("pg_ctl", "-D", data, "-o", options, "-l", log, "-w", "-t", "60", "start")
+
+    def stop(self, mode: str = "fast") -> None:
+        self._run("pg_ctl", "-D", str(self.dir / "data"), "-m", mode, "-w", "-t", "60", "stop")
+
+    def remove(self) -> None:
+        """Stop the cluster if it runs (fast, then immediate) and delete its files."""
+        for mode in ("fast", "immediate"):
+            try:
+                self.stop(mode)
+                break
+            except (RuntimeError, subprocess.TimeoutExpired):
+                if not (self.dir / "data" / "postmaster.pid").exists():
+                    break  # it was not running
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def create_database(self, name: str) -> None:
+        import psycopg2
+
+        conn = psycopg2.connect(dbname="postgres", host="127.0.0.1", port=self.port, user="postgres")
+        conn.autocommit = True
+        try:
+            conn.cursor().execute(f'CREATE DATABASE "{name}"')
+        finally:
+            conn.close()
+
+
+class PrivateRedis:
+    """``redis-server --port N --bind 127.0.0.1 --save "" --appendonly no`` on a free port, its files and log
+    (redis.log) in ``log_dir``; it can be stopped and started again on the same port."""
+
+    def __init__(self, log_dir: Path) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise SetupError("redis-server is needed (apt-get install redis-server)")
+        self.binary, self.log_dir, self.port = binary, log_dir, free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 10.0) -> None:
+        """Start it and wait until it answers PING."""
+        import redis
+
+        cmd = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+        with (self.log_dir / "redis.log").open("ab") as log:
+            self.proc = subprocess.Popen(
+                [*cmd, "--dir", str(self.log_dir)], stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=1, socket_connect_timeout=1)
+        deadline = time.monotonic() + timeout
+        try:
+            while time.monotonic() < deadline:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"redis-server exited with {self.proc.returncode}; see {self.log_dir}/redis.log")
+                try:
+                    if client.ping():
+                        return
+                except redis.ConnectionError:
+                    time.sleep(0.02)
+        finally:
+            client.close()
+        raise RuntimeError(f"redis-server did not answer PING within {timeout:.0f} s")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
