@@ -10,7 +10,11 @@ import zlib
 
 import pytest
 from PIL import Image
+from sanic_testing.reusable import ReusableClient
 
+from taxi.app import create_app
+from taxiload.harness import free_port
+from tests.conftest import make_settings
 from tests.support import PASSWORD, png
 
 
@@ -132,3 +136,16 @@ def test_nothing_else_under_media_is_served(client, settings, path):
     _, resp = client.get(path)
     assert resp.status == 404, path
     assert set(resp.json) == {"detail"}
+
+
+def test_a_photo_that_cannot_be_written_is_our_error_not_a_database_outage(database_url, tmp_path, sql):
+    # A file where the media folder should be: writing the photo fails with an OSError. That is a server fault
+    # (500, logged with its traceback), not "the database is away, retry" (503), and no account is created.
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("x")
+    app = create_app(make_settings(database_url, tmp_path, media_root=blocker / "media"), name="taxi_media_fault")
+    with ReusableClient(app, port=free_port()) as client:
+        resp = sign_up_with(client, ("me.png", png(), "image/png"))
+    assert resp.status == 500 and resp.json == {"detail": "Internal server error."}
+    assert "retry-after" not in resp.headers
+    assert sql.fetch("SELECT COUNT(*) FROM taxi_user")[0][0] == 0
