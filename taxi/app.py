@@ -16,7 +16,7 @@ from sanic_ext import openapi
 
 from taxi import __version__
 from taxi import db as dbm
-from taxi.api import auth, health, media, socket, trips
+from taxi.api import auth, connection, health, media, socket, trips
 from taxi.api.context import AppContext, TaxiApp
 from taxi.api.errors import JSONErrorHandler
 from taxi.api.spec import build_spec
@@ -53,6 +53,7 @@ def create_app(settings: Settings | object | None = None, name: str = "taxi") ->
     app.ext.openapi.raw(build_spec(settings))
 
     app.register_listener(_check_deployment, "main_process_start")
+    app.register_listener(connection.install, "main_process_start")  # slow-client limits, bad request lines
     app.register_listener(_open_worker, "before_server_start")
     app.register_listener(_close_sockets, "before_server_stop")
     app.register_listener(_close_worker, "after_server_stop")

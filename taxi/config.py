@@ -194,6 +194,26 @@ class Settings:
         "(set 1 behind one load balancer)",
         low=0,
     )
+    header_timeout: int = setting(
+        10,
+        "TAXI_HEADER_TIMEOUT",
+        "seconds a client has to send a request's header (from the connection's start, or from the first byte of a "
+        "later request); then 408",
+        low=1,
+    )
+    body_min_rate: int = setting(
+        500,
+        "TAXI_BODY_MIN_RATE",
+        "slowest request body accepted, bytes/s: t seconds into a body, (t − `TAXI_BODY_GRACE`) × this many bytes "
+        "must have arrived; else 408",
+        low=1,
+    )
+    body_grace: int = setting(
+        20,
+        "TAXI_BODY_GRACE",
+        "seconds of slack a request body gets before `TAXI_BODY_MIN_RATE` counts (a stalled body gets 408 after it)",
+        low=1,
+    )
 
     @property
     def max_request_bytes(self) -> int:

@@ -86,18 +86,23 @@ class RawSocket:
 
     async def send_text(self, text: str, timeout: float = 1.0) -> None:
         """Send one masked text frame; TimeoutError when the server stops taking data."""
+        await self.send_frame(text.encode(), timeout=timeout)
+
+    async def send_frame(self, payload: bytes, opcode: int = 0x1, fin: bool = True, timeout: float = 1.0) -> None:
+        """Send one masked frame of ``opcode`` (text by default; 0 continues a message) with ``payload`` as it is,
+        valid or not; ``fin=False`` leaves the message open for continuation frames."""
         import os
         import struct
 
-        payload = text.encode()
         mask = os.urandom(4)
         n = len(payload)
+        opcode |= 0x80 if fin else 0
         if n < 126:
-            head = struct.pack("!BB", 0x81, 0x80 | n)
+            head = struct.pack("!BB", opcode, 0x80 | n)
         elif n < 65536:
-            head = struct.pack("!BBH", 0x81, 0x80 | 126, n)
+            head = struct.pack("!BBH", opcode, 0x80 | 126, n)
         else:
-            head = struct.pack("!BBQ", 0x81, 0x80 | 127, n)
+            head = struct.pack("!BBQ", opcode, 0x80 | 127, n)
         masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
         self.writer.write(head + mask + masked)
         await asyncio.wait_for(self.writer.drain(), timeout)

@@ -15,7 +15,7 @@ from sanic.server.websockets.impl import WebsocketImplProtocol
 from taxi.api.context import TaxiRequest
 from taxi.api.conversation import Conversation
 from taxi.api.guard import authenticate_token
-from taxi.api.ws_transport import session_for
+from taxi.api.ws_transport import refuse_invalid_utf8, session_for
 from taxi.errors import BrokerUnavailable, ServiceUnavailable
 from taxi.services.accounts import Caller
 
@@ -34,6 +34,7 @@ async def handshake_guard(request: TaxiRequest) -> None:
 
 @bp.websocket("/taxi/")
 async def taxi_socket(request: TaxiRequest, ws: WebsocketImplProtocol) -> None:
+    refuse_invalid_utf8(ws)
     caller: Caller = request.ctx.caller
     ctx = request.app.ctx
     session = session_for(ws, ctx.settings.ws_queue_size, label=f"user {caller.id}")

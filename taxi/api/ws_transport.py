@@ -1,4 +1,5 @@
-"""The socket transport adapter: how a frame reaches a Sanic WebSocket, including the direct write.
+"""The socket transport adapter: how a frame reaches a Sanic WebSocket, including the direct write, and how a
+text frame that is not UTF-8 is refused.
 
 A broadcast runs ``Session.offer`` once per member; writing an idle socket's frame straight to its transport
 spares waking its writer task (half the CPU of a broadcast). That reads Sanic's WebSocket internals, so it is
@@ -7,21 +8,51 @@ kept here, behind one function, and pinned: a test fails when Sanic is not the v
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 import sanic
+from sanic.server.websockets.frame import WebsocketFrameAssembler
 from sanic.server.websockets.impl import WebsocketImplProtocol
+from websockets.frames import Frame
 from websockets.protocol import State
 
 from taxi.realtime import Session
 
-# The Sanic release whose WebsocketImplProtocol internals ``direct_writer`` was written against.
+log = logging.getLogger("taxi.socket")
+
+# The Sanic release whose WebsocketImplProtocol internals ``direct_writer`` and ``refuse_invalid_utf8`` were
+# written against.
 WRITTEN_FOR_SANIC = "25.12.1"
+INVALID_DATA_CLOSE = 1007  # RFC 6455 7.4.1: data inconsistent with the message type (text that is not UTF-8)
 
 
 def session_for(ws: WebsocketImplProtocol, queue_size: int, label: str) -> Session:
     """The outbound side of one socket: queued sends through Sanic, direct writes while the socket is idle."""
     return Session(ws.send, ws.fail_connection, queue_size, label=label, write_now=direct_writer(ws))
+
+
+def refuse_invalid_utf8(ws: WebsocketImplProtocol) -> None:
+    """Close the socket with 1007 when a text message is not valid UTF-8 (RFC 6455 8.1).
+
+    Sanic decodes text frames in its frame assembler, inside a task of its own that nobody awaits: the
+    UnicodeDecodeError was logged as "Task exception was never retrieved", the frame dropped and the socket left
+    open. Call this before the socket's first ``recv`` (the handler's first step: no frame is assembled sooner).
+    """
+    ws.assembler = _CheckedAssembler(ws)
+
+
+class _CheckedAssembler(WebsocketFrameAssembler):
+    """Sanic's frame assembler, failing the connection with 1007 where Sanic's would raise into the void."""
+
+    async def put(self, frame: Frame) -> None:
+        try:
+            await super().put(frame)
+        except UnicodeDecodeError:
+            self.decoder = None
+            self.chunks = []
+            log.debug("socket closed with %d: a text frame was not UTF-8", INVALID_DATA_CLOSE)
+            self.protocol.fail_connection(INVALID_DATA_CLOSE, "invalid UTF-8 in a text frame")
 
 
 def direct_writer(ws: WebsocketImplProtocol) -> Callable[[str], bool]:

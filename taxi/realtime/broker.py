@@ -17,6 +17,7 @@ from typing import Any, Protocol
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
+from redis.connection import parse_url
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -26,6 +27,15 @@ from taxi.errors import BrokerUnavailable
 log = logging.getLogger("taxi.realtime")
 
 Deliver = Callable[[str, str], object]  # (group, payload) -> delivered locally
+
+
+def channel_namespace(url: str, prefix: str) -> str:
+    """``<prefix>db<N>:``, the start of every channel of a deployment on the Redis database N of ``url``.
+
+    Pub/sub ignores the database number (a PUBLISH on /13 reaches subscribers on /12), so it is part of the
+    channel name: deployments that differ in database number or in prefix never share a channel.
+    """
+    return f"{prefix}db{parse_url(url).get('db') or 0}:"
 
 
 def redis_retry() -> Retry:
@@ -88,7 +98,8 @@ class RedisBroker:
         publish_timeout: float = 2.0,
     ) -> None:
         self._url = url
-        self._prefix = f"{prefix}group:"
+        self._namespace = channel_namespace(url, prefix)
+        self._prefix = f"{self._namespace}group:"
         self._deliver = deliver
         self._confirm_timeout = confirm_timeout
         self._publish_timeout = publish_timeout
@@ -118,7 +129,7 @@ class RedisBroker:
         )
         self._pubsub = self._redis.pubsub()
         # get_message() needs a subscription to read from (redis-py raises otherwise): a private control channel.
-        await self._pubsub.subscribe(f"{self._prefix[:-6]}worker:{uuid.uuid4().hex}")
+        await self._pubsub.subscribe(f"{self._namespace}worker:{uuid.uuid4().hex}")
         self._tasks = [
             asyncio.create_task(self._read(), name="redis-reader"),
             asyncio.create_task(self._control(), name="redis-control"),

@@ -51,6 +51,8 @@ class RedisThrottle:
 
     def __init__(self, client: aioredis.Redis, prefix: str) -> None:
         self._redis = client
+        # Keys, unlike pub/sub channels, belong to the database of the client's URL: that number already
+        # separates deployments, so only the prefix is added here (channels carry it: channel_namespace).
         self._prefix = f"{prefix}throttle:"
         self._fallback = MemoryThrottle()
         self._failing = False

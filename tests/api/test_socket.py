@@ -369,6 +369,23 @@ def test_oversized_frame_closes_with_1009(live, rider):
     live.run(scenario())
 
 
+def test_text_frame_that_is_not_utf8_closes_with_1007_and_leaves_its_groups(live, app, driver):
+    async def scenario():
+        raw = await RawSocket.open("127.0.0.1", live.client.port, f"/taxi/?token={driver['access']}")
+        try:
+            await raw.send_text('{"type": "echo.message", "data": "ready?"}')
+            await eventually(lambda: app.ctx.relay.hub.members, "the socket joins", until=lambda m: "drivers" in m)
+            # A fragmented message: a valid first frame, then a continuation that breaks the UTF-8.
+            await raw.send_frame(b'{"type": "echo.message", "data": "caf' + b"\xc3", fin=False)
+            await raw.send_frame(b'\x28"}', opcode=0x0)
+            assert (await raw.read_until_closed(WAIT)) == (1, 1007)
+        finally:
+            raw.close()
+        await eventually(lambda: app.ctx.relay.hub.members, "the socket leaves its groups", until=lambda m: m == {})
+
+    live.run(scenario())
+
+
 def test_disconnect_leaves_no_member_and_no_subscription_behind(live, app, settings, rider, driver):
     relay = app.ctx.relay
 

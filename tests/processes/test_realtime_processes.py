@@ -12,6 +12,7 @@ import pytest
 import redis
 import websockets
 
+from taxi.realtime.broker import channel_namespace
 from taxiload.harness import TIMEOUT_SCALE, ServerProcess, call
 from tests.conftest import REDIS_URL
 from tests.servers import server_env
@@ -64,7 +65,7 @@ def test_rider_and_driver_on_two_separate_servers_complete_a_trip(pg_database_ur
 
 def test_two_workers_broadcast_to_sockets_on_both(pg_database_url, tmp_path):
     prefix = f"taxi_test_{secrets.token_hex(4)}:"
-    channel = f"{prefix}group:drivers"
+    channel = f"{channel_namespace(REDIS_URL, prefix)}group:drivers"
     admin = redis.Redis.from_url(REDIS_URL)
     with ServerProcess(env_for(pg_database_url, tmp_path, prefix=prefix), workers=2) as server:
         rider = account(server.url, "rider@example.com", "rider")

@@ -9,6 +9,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from taxi.realtime import BrokerUnavailable, Hub, LocalBroker, RedisBroker, Relay, Session
+from taxi.realtime.broker import channel_namespace
 from tests.conftest import REDIS_URL
 from tests.support import eventually
 
@@ -51,7 +52,7 @@ async def workers():
 
 
 async def numsub(admin, prefix: str, group: str) -> int:
-    return int((await admin.pubsub_numsub(f"{prefix}group:{group}"))[0][1])
+    return int((await admin.pubsub_numsub(f"{channel_namespace(REDIS_URL, prefix)}group:{group}"))[0][1])
 
 
 # Two seams into RedisBroker's internals, for what its public interface cannot do or show:
@@ -234,3 +235,18 @@ async def test_frames_go_out_directly_when_idle_and_in_order_otherwise():
     await eventually(lambda: queued, "the writer task sends the queued frames", until=lambda sent: len(sent) == 3)
     assert queued == ["b", "c", "d"]
     session.stop()
+
+
+@pytest.mark.parametrize(
+    ("url", "prefix", "expected"),
+    [
+        ("redis://127.0.0.1:6379/12", "taxi:", "taxi:db12:"),
+        ("redis://127.0.0.1:6379?db=13", "taxi:", "taxi:db13:"),
+        ("rediss://cache:6380/2", "staging:", "staging:db2:"),
+        ("unix:///run/redis.sock?db=4", "taxi:", "taxi:db4:"),
+        ("redis://127.0.0.1:6379", "taxi:", "taxi:db0:"),
+    ],
+)
+def test_channels_carry_the_database_number_of_the_url(url, prefix, expected):
+    """Pub/sub ignores the database number, so it is part of every channel name."""
+    assert channel_namespace(url, prefix) == expected
