@@ -19,6 +19,7 @@ from taxi import db as dbm
 from taxi.api import auth, connection, health, media, socket, trips
 from taxi.api.context import AppContext, TaxiApp
 from taxi.api.errors import JSONErrorHandler
+from taxi.api.headers import add_response_headers
 from taxi.api.spec import build_spec
 from taxi.config import ConfigError, Settings
 from taxi.migrations import LATEST, current_version, migrate
@@ -51,6 +52,7 @@ def create_app(settings: Settings | object | None = None, name: str = "taxi") ->
         app.blueprint(module.bp)
         openapi.exclude(bp=module.bp)  # described once, exactly, in taxi.api.spec
     app.ext.openapi.raw(build_spec(settings))
+    add_response_headers(app, cors=bool(settings.cors_origins))
 
     app.register_listener(_check_deployment, "main_process_start")
     app.register_listener(connection.install, "main_process_start")  # slow-client limits, bad request lines

@@ -18,6 +18,8 @@ from taxi.errors import ValidationFailed
 MAX_USERNAME = 150
 MAX_NAME = 150
 MIN_PASSWORD = 8
+MAX_PASSWORD = 1024  # at log-in (sign-up allows 72 bytes, bcrypt's limit)
+MAX_TOKEN = 4096
 MAX_ADDRESS = 255
 
 REQUIRED = "This field is required."
@@ -88,8 +90,8 @@ def parse_sign_up(data: Mapping[str, Any]) -> SignUp:
         errors.add("username", "Must not begin or end with white space.")
     first_name = _text(data, "first_name", errors, required=False, max_length=MAX_NAME)
     last_name = _text(data, "last_name", errors, required=False, max_length=MAX_NAME)
-    password1 = _text(data, "password1", errors, required=True, max_length=1024)
-    password2 = _text(data, "password2", errors, required=True, max_length=1024)
+    password1 = _text(data, "password1", errors, required=True, max_length=MAX_PASSWORD)
+    password2 = _text(data, "password2", errors, required=True, max_length=MAX_PASSWORD)
     if password1:
         if len(password1) < MIN_PASSWORD:
             errors.add("password1", f"Ensure this field has at least {MIN_PASSWORD} characters.")
@@ -107,14 +109,14 @@ def parse_sign_up(data: Mapping[str, Any]) -> SignUp:
 def parse_log_in(data: Mapping[str, Any]) -> tuple[str, str]:
     errors = _Errors()
     username = _text(data, "username", errors, required=True, max_length=MAX_USERNAME)
-    password = _text(data, "password", errors, required=True, max_length=1024)
+    password = _text(data, "password", errors, required=True, max_length=MAX_PASSWORD)
     errors.raise_if_any()
     return username, password
 
 
 def parse_token_field(data: Mapping[str, Any], name: str = "refresh") -> str:
     errors = _Errors()
-    token = _text(data, name, errors, required=True, max_length=4096)
+    token = _text(data, name, errors, required=True, max_length=MAX_TOKEN)
     errors.raise_if_any()
     return token
 
@@ -137,9 +139,13 @@ def parse_trip_id(value: Any, field: str = "id") -> uuid.UUID:
     raise ValidationFailed.field(field, f"Must be a valid UUID, got {str(value)[:64]!r}.")
 
 
-def parse_limit(raw: str | None, default: int, maximum: int) -> int:
-    if raw is None or raw == "":
+def parse_limit(values: list[str], default: int, maximum: int) -> int:
+    """``limit`` from every value the query string gave it (blank ones included): none means the default."""
+    if not values:
         return default
+    if len(values) > 1:
+        raise ValidationFailed.field("limit", f"Give one value, got {len(values)}.")
+    raw = values[0]
     try:
         value = int(raw)
     except ValueError:

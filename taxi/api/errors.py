@@ -13,6 +13,7 @@ from sanic.exceptions import MethodNotAllowed, PayloadTooLarge, RequestCancelled
 from sanic.handlers import ErrorHandler
 
 from taxi.api.common import json_response
+from taxi.api.headers import allowed_methods
 from taxi.errors import APIError, ServiceUnavailable
 
 log = logging.getLogger("taxi.errors")
@@ -45,6 +46,7 @@ class JSONErrorHandler(ErrorHandler):
                 detail = f"Request body is too large: at most {limit} bytes are accepted."
             elif isinstance(exception, MethodNotAllowed):
                 detail = f'Method "{request.method}" not allowed.'
+                headers.setdefault("Allow", ", ".join(allowed_methods(request)))
             elif status == 404:
                 detail = "Not found."
             elif status < 500:

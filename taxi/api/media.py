@@ -3,22 +3,20 @@
 from __future__ import annotations
 
 from sanic import Blueprint, HTTPResponse
-from sanic.response import file
 
 from taxi.api.context import TaxiRequest
 from taxi.errors import NotFound
-from taxi.services.media import CONTENT_TYPES
 
 bp = Blueprint("media", url_prefix="/media")
+
+# A photo's name is random and never reused, so what it names never changes: caches may keep it for a year.
+PHOTO_CACHE_CONTROL = "public, max-age=31536000, immutable"
 
 
 @bp.get("/photos/<name:str>")
 async def photo(request: TaxiRequest, name: str) -> HTTPResponse:
-    path = request.app.ctx.media.photo_path(name)
-    if path is None:
+    found = await request.app.ctx.media.read_photo(name)
+    if found is None:
         raise NotFound("Not found.")
-    return await file(
-        path,
-        mime_type=CONTENT_TYPES[path.suffix.lstrip(".")],
-        headers={"X-Content-Type-Options": "nosniff", "Cache-Control": "public, max-age=86400"},
-    )
+    body, content_type = found
+    return HTTPResponse(body, content_type=content_type, headers={"Cache-Control": PHOTO_CACHE_CONTROL})

@@ -7,7 +7,7 @@ from typing import Any
 
 from taxi.config import Settings
 from taxi.domain import GROUPS, STATUSES
-from taxi.schemas import MAX_ADDRESS, MAX_NAME, MAX_USERNAME, MIN_PASSWORD
+from taxi.schemas import MAX_ADDRESS, MAX_NAME, MAX_PASSWORD, MAX_TOKEN, MAX_USERNAME, MIN_PASSWORD
 from taxi.security import BCRYPT_MAX_BYTES
 from taxi.services.media import ACCEPTED, FORMATS
 
@@ -31,25 +31,29 @@ _THROTTLED = {
 }
 _BEARER: list[dict[str, list[str]]] = [{"token": []}]
 
+# Every constraint the server checks on a field is published here, so that no request valid under this document
+# is refused for a reason it hides. No text may hold a NUL character; a username has no white space at either end.
+# White space as Python's str.strip() sees it, spelled out: \s differs between Python and ECMA regular expressions.
+_SPACE = "".join(f"\\u{code:04x}" for code in range(0x10000) if chr(code).isspace())
+_TEXT = r"^[^\u0000]*$"
+_USERNAME = f"^[^{_SPACE}\\u0000]([^\\u0000]*[^{_SPACE}\\u0000])?$"
+
+
+def _text(min_length: int, max_length: int, **extra: Any) -> dict[str, Any]:
+    return {"type": "string", "minLength": min_length, "maxLength": max_length, "pattern": _TEXT, **extra}
+
+
 _SIGN_UP_FIELDS: dict[str, Any] = {
-    "username": {"type": "string", "minLength": 1, "maxLength": MAX_USERNAME},
-    "first_name": {"type": "string", "maxLength": MAX_NAME},
-    "last_name": {"type": "string", "maxLength": MAX_NAME},
-    "password1": {
-        "type": "string",
-        "minLength": MIN_PASSWORD,
-        "maxLength": BCRYPT_MAX_BYTES,
-        "description": f"at most {BCRYPT_MAX_BYTES} bytes in UTF-8",
-    },
-    "password2": {
-        "type": "string",
-        "minLength": MIN_PASSWORD,
-        "maxLength": BCRYPT_MAX_BYTES,
-        "description": "equal to password1",
-    },
+    "username": {**_text(1, MAX_USERNAME), "pattern": _USERNAME, "description": "not taken by another user"},
+    "first_name": _text(0, MAX_NAME, nullable=True, description="null is the same as empty"),
+    "last_name": _text(0, MAX_NAME, nullable=True, description="null is the same as empty"),
+    "password1": _text(MIN_PASSWORD, BCRYPT_MAX_BYTES, description=f"at most {BCRYPT_MAX_BYTES} bytes in UTF-8"),
+    "password2": _text(MIN_PASSWORD, BCRYPT_MAX_BYTES, description="equal to password1"),
     "group": {"type": "string", "enum": list(GROUPS)},
 }
 _SIGN_UP_REQUIRED = ["username", "password1", "password2", "group"]
+# The photo part is an image file of one of these types (multipart "encoding"), not any bytes.
+_PHOTO_ENCODING = {"photo": {"contentType": ", ".join(ctype for _, ctype in FORMATS.values())}}
 
 SCHEMAS: dict[str, Any] = {
     "Detail": {"type": "object", "required": ["detail"], "properties": {"detail": {"type": "string"}}},
@@ -94,9 +98,9 @@ SCHEMAS: dict[str, Any] = {
     "LogIn": {
         "type": "object",
         "required": ["username", "password"],
-        "properties": {"username": {"type": "string", "minLength": 1}, "password": {"type": "string", "minLength": 1}},
+        "properties": {"username": _text(1, MAX_USERNAME), "password": _text(1, MAX_PASSWORD)},
     },
-    "Refresh": {"type": "object", "required": ["refresh"], "properties": {"refresh": {"type": "string"}}},
+    "Refresh": {"type": "object", "required": ["refresh"], "properties": {"refresh": _text(1, MAX_TOKEN)}},
 }
 
 PATHS: dict[str, Any] = {
@@ -109,7 +113,7 @@ PATHS: dict[str, Any] = {
                 "required": True,
                 "content": {
                     "application/json": {"schema": _ref("SignUp")},
-                    "multipart/form-data": {"schema": _ref("SignUpForm")},
+                    "multipart/form-data": {"schema": _ref("SignUpForm"), "encoding": _PHOTO_ENCODING},
                 },
             },
             "responses": {
@@ -250,7 +254,10 @@ def _sign_up_form(settings: Settings) -> dict[str, Any]:
             "photo": {
                 "type": "string",
                 "format": "binary",
-                "description": f"{ACCEPTED}, at most {settings.max_photo_bytes} bytes",
+                "minLength": 1,
+                "maxLength": settings.max_photo_bytes,
+                "description": f"{ACCEPTED}, at most {settings.max_photo_bytes} bytes and "
+                f"{settings.max_photo_pixels} pixels; stored re-encoded, without its metadata",
             },
         },
     }

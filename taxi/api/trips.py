@@ -24,7 +24,9 @@ async def guard(request: TaxiRequest) -> None:
 @bp.get("/")
 async def trip_list(request: TaxiRequest) -> HTTPResponse:
     ctx = request.app.ctx
-    limit = parse_limit(request.args.get("limit"), ctx.settings.trip_list_default, ctx.settings.trip_list_max)
+    # Blank values kept: "?limit=" is not an integer, and must not silently mean the default.
+    values = request.get_args(keep_blank_values=True).getlist("limit")
+    limit = parse_limit(values, ctx.settings.trip_list_default, ctx.settings.trip_list_max)
     claims = request.ctx.claims
     return json_response(await ctx.trips.list_for_user(claims["id"], str(claims.get("group")), limit))
 

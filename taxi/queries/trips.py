@@ -8,6 +8,7 @@ timestamps itself, exactly as the API writes them.
 from __future__ import annotations
 
 import datetime as dt
+import re
 import uuid
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -59,45 +60,74 @@ _ISO = """to_char({} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')"""
 _TRIP = {name: f"t.{name}" for name in _TripFields._fields}
 # PostgreSQL renders the id and timestamps as the API writes them, sparing Python the conversions.
 _TRIP_PG = {**_TRIP, "id": "t.id::text", "created": _ISO.format("t.created"), "updated": _ISO.format("t.updated")}
-_FROM = "FROM taxi_trip t LEFT JOIN taxi_user r ON r.id = t.rider_id LEFT JOIN taxi_user d ON d.id = t.driver_id "
+_JOINS = "LEFT JOIN taxi_user r ON r.id = t.rider_id LEFT JOIN taxi_user d ON d.id = t.driver_id "
 
 
-def _select(trip_columns: dict[str, str]) -> str:
+def _select(trip_columns: dict[str, str], source: str = "taxi_trip") -> str:
     return (
         f"SELECT {select_list(trip_columns, _TripFields)}, {select_list(user_columns('r'), UserRow)}, "
-        f"{select_list(user_columns('d'), UserRow)} {_FROM}"
+        f"{select_list(user_columns('d'), UserRow)} FROM {source} t {_JOINS}"
     )
 
 
-_NEWEST = "ORDER BY t.created DESC, t.id DESC LIMIT {p}"
+_NEWEST = "ORDER BY t.created DESC, t.id DESC LIMIT {limit}"
+# A driver sees every REQUESTED trip and the trips they drive. One WHERE with an OR would join, format and sort
+# every REQUESTED row before the LIMIT; instead each half is read newest first from its own index, at most
+# {limit} rows of it (the second half leaves out REQUESTED rows: no trip is counted twice), and only those are
+# joined and sorted. Same rows, same order (created, then id, both descending): migration 3 puts id in the indexes.
+_DRIVER_TRIPS = (
+    "(SELECT * FROM (SELECT * FROM taxi_trip WHERE status = 'REQUESTED' "
+    "ORDER BY created DESC, id DESC LIMIT {limit}) open_requests "
+    "UNION ALL SELECT * FROM (SELECT * FROM taxi_trip WHERE driver_id = {me} AND status <> 'REQUESTED' "
+    "ORDER BY created DESC, id DESC LIMIT {limit}) driven)"
+)
 _VISIBLE_TO = {
-    "rider": "WHERE t.rider_id = {me} ",
-    "driver": "WHERE (t.status = 'REQUESTED' OR t.driver_id = {me}) ",
+    "rider": ("taxi_trip", "WHERE t.rider_id = {me} "),
+    "driver": (_DRIVER_TRIPS, ""),
 }
+_PARAMETER = re.compile(r"\{(me|limit)\}")
+
+
+class _Named:
+    """A statement whose parameters are named in its text (``{me}``, ``{limit}``, each possibly more than once)."""
+
+    def __init__(self, template: str, name: str) -> None:
+        self.order = tuple(_PARAMETER.findall(template))
+        self.sql = dbm.SQL(_PARAMETER.sub("{p}", template), name=name)
+
+    def args(self, **values: Any) -> tuple[Any, ...]:
+        """The values in the order the text uses them."""
+        return tuple(values[name] for name in self.order)
 
 
 class _Reads:
     """The trip reads for one backend's column rendering."""
 
     def __init__(self, trip_columns: dict[str, str]) -> None:
-        select = _select(trip_columns)
-        self.get = dbm.SQL(select + "WHERE t.id = {p}", name="taxi_trip_get")
+        self.get = dbm.SQL(_select(trip_columns) + "WHERE t.id = {p}", name="taxi_trip_get")
         self.lists = {
-            role: dbm.SQL(select + where.format(me="{p}") + _NEWEST, name=f"taxi_trip_list_{role}")
-            for role, where in _VISIBLE_TO.items()
+            role: _Named(_select(trip_columns, source) + where + _NEWEST, name=f"taxi_trip_list_{role}")
+            for role, (source, where) in _VISIBLE_TO.items()
         }
         # PostgreSQL: the caller's liveness check and their trips in one round trip (LATERAL; SQLite has none):
         # no row at all means the caller is deleted, inactive or not of that role; NULL trip columns, no trips.
         me = f"SELECT {select_list(user_columns('u'), UserRow)}, x.* FROM taxi_user u LEFT JOIN LATERAL ("
-        me_end = ") x ON TRUE WHERE u.id = {p} AND u.is_active"
+        me_end = ") x ON TRUE WHERE u.id = {me} AND u.is_active"
         self.lists_me = {
-            role: dbm.SQL(
-                me + select + where.format(me="u.id") + _NEWEST + me_end + f" AND u.role = '{role}'",
+            role: _Named(
+                me
+                + _select(trip_columns, source.replace("{me}", "u.id"))
+                + where.replace("{me}", "u.id")
+                + _NEWEST
+                + me_end
+                + f" AND u.role = '{role}'",
                 name=f"taxi_trip_list_{role}_me",
             )
-            for role, where in _VISIBLE_TO.items()
+            for role, (source, where) in _VISIBLE_TO.items()
         }
-        self.get_me = dbm.SQL(me + select + "WHERE t.id = {p}" + me_end, name="taxi_trip_get_me")
+        self.get_me = dbm.SQL(
+            me + _select(trip_columns) + "WHERE t.id = {p}" + me_end.replace("{me}", "{p}"), name="taxi_trip_get_me"
+        )
 
 
 _PG = _Reads(_TRIP_PG)
@@ -141,7 +171,8 @@ async def get(trip_id: uuid.UUID) -> TripRow | None:
 
 async def visible_to(user_id: int, role: str, limit: int) -> list[TripRow]:
     """The newest trips a user of ``role`` may see: a rider's own; a driver's, and every open request."""
-    return [_trip_row(row) for row in await dbm.fetch_all(_reads().lists[role], (user_id, limit))]
+    statement = _reads().lists[role]
+    return [_trip_row(row) for row in await dbm.fetch_all(statement.sql, statement.args(me=user_id, limit=limit))]
 
 
 async def caller_and_visible(user_id: int, role: str, limit: int) -> tuple[UserRow, list[TripRow]] | None:
@@ -151,7 +182,8 @@ async def caller_and_visible(user_id: int, role: str, limit: int) -> tuple[UserR
         if caller is None or caller.group != role:
             return None
         return caller, await visible_to(user_id, role, limit)
-    rows = await dbm.fetch_all(_reads().lists_me[role], (limit, user_id))
+    statement = _reads().lists_me[role]
+    rows = await dbm.fetch_all(statement.sql, statement.args(me=user_id, limit=limit))
     if not rows:
         return None
     pairs = [_caller_and_trip(row) for row in rows]

@@ -88,3 +88,51 @@ def test_cors_allows_configured_origins_only(database_url, tmp_path):
         assert get.headers["access-control-allow-origin"] == "http://localhost:3000"
         _, evil = client.get("/api/health/", headers={"Origin": "http://evil.example"})
         assert "access-control-allow-origin" not in evil.headers
+
+
+@pytest.mark.parametrize(
+    "method,path,allowed",
+    [
+        ("TRACE", "/api/trip/0/", {"GET"}),
+        ("TRACE", "/media/photos/0", {"GET"}),
+        ("DELETE", "/api/trip/", {"GET"}),
+        ("PATCH", "/api/log_out/", {"POST"}),
+        ("PUT", "/media/photos/" + "a" * 32 + ".png", {"GET"}),
+        ("TRACE", "/api/health/", {"GET"}),
+    ],
+)
+def test_every_405_says_which_methods_are_allowed(client, method, path, allowed):
+    _, resp = client.request(path, http_method=method.lower())
+    assert resp.status == 405, resp.text
+    assert resp.json == {"detail": f'Method "{method}" not allowed.'}
+    named = {m.strip() for m in resp.headers["allow"].split(",")}
+    assert allowed <= named and method not in named
+
+
+def test_no_response_may_be_sniffed_as_another_type(client):
+    _, health = client.get("/api/health/")
+    _, missing = client.get("/api/nowhere/")
+    _, wrong = client.request("/api/trip/0/", http_method="trace")
+    _, invalid = client.post("/api/log_in/", json={})
+    _, unauthenticated = client.get("/api/trip/")
+    _, spec = client.get("/docs/openapi.json")
+    for resp in (health, missing, wrong, invalid, unauthenticated, spec):
+        assert resp.headers.get_list("x-content-type-options") == ["nosniff"], (resp.status, resp.text)
+
+
+def test_wherever_cors_can_answer_responses_vary_by_origin(database_url, tmp_path):
+    from sanic_testing.reusable import ReusableClient
+
+    from taxiload.harness import free_port
+
+    settings = make_settings(database_url, tmp_path, cors_origins=("http://localhost:3000",))
+    app = create_app(settings, name=f"taxi_{secrets.token_hex(4)}")
+    with ReusableClient(app, port=free_port()) as client:
+        # Without an Origin, or from another origin, the answer carries no CORS header; a shared cache must not
+        # hand that answer to the allowed origin (or the allowed answer to anyone else).
+        for headers in ({}, {"Origin": "http://evil.example"}, {"Origin": "http://localhost:3000"}):
+            for path in ("/api/health/", "/api/nowhere/", "/api/trip/"):
+                _, resp = client.get(path, headers=headers)
+                vary = {v.strip().lower() for v in ",".join(resp.headers.get_list("vary")).split(",")}
+                assert "origin" in vary, (path, headers, resp.headers)
+                assert resp.headers["x-content-type-options"] == "nosniff"

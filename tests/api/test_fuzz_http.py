@@ -4,7 +4,10 @@ response has a documented status and matches its documented schema."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 import schemathesis
@@ -27,6 +30,7 @@ from tests.servers import server_env
 from tests.support import PASSWORD
 
 EXAMPLES = int(os.environ.get("TAXI_FUZZ_EXAMPLES", "40"))
+ROOT = Path(__file__).resolve().parents[2]
 # What the API promises for any input: no server error, a documented status, content type, headers and body.
 # (Not "every schema-valid request succeeds": a sign-up also needs password1 == password2, which a schema
 # cannot say.)
@@ -132,3 +136,27 @@ def fuzz(op, mode: GenerationMode, base_url: str, access: str, sent: dict[str, E
             raise
         # Nothing in this operation can be made invalid (no body, any string is a valid path parameter).
     return count
+
+
+def test_a_schemathesis_run_with_coverage_and_every_check_finds_nothing(api, tmp_path):
+    """What a reviewer runs: ``st run`` with the coverage phase (boundary values, every documented constraint, methods
+    the document does not list) and the fuzzing phase, and every check schemathesis has: among them, a schema-valid
+    request must not be refused with 400, a schema-invalid one must be refused, and a 405 must say Allow."""
+    server, _, tokens = api
+    command = [
+        str(Path(sys.executable).parent / "st"),
+        "run",
+        f"{server.url}/docs/openapi.json",
+        "--phases=coverage,fuzzing",
+        "--checks=all",
+        f"--max-examples={EXAMPLES}",
+        "--workers=1",
+        "--no-color",
+        "--header",
+        f"Authorization: Bearer {tokens['access']}",
+    ]
+    env = {**os.environ, "SCHEMATHESIS_HOOKS": "tests.api.fuzz_hooks", "PYTHONPATH": str(ROOT)}
+    run = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1800)
+    print(run.stdout[-3000:])
+    assert run.returncode == 0, run.stdout[-20000:] + run.stderr[-5000:]
+    assert "Coverage" in run.stdout and "Fuzzing" in run.stdout

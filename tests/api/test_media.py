@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import os
 import struct
 import zlib
 
 import pytest
-from PIL import Image
+from PIL import ExifTags, Image, ImageCms, PngImagePlugin
 from sanic_testing.reusable import ReusableClient
 
 from taxi.app import create_app
@@ -55,7 +56,9 @@ def test_each_accepted_format_is_stored_and_served_with_its_type(client, fmt, ex
     assert resp.status == 201, resp.text
     assert resp.json["photo"].endswith(f".{ext}")
     _, got = client.get(resp.json["photo"])
-    assert got.status == 200 and got.headers["content-type"] == ctype and got.content == body
+    assert got.status == 200 and got.headers["content-type"] == ctype
+    with Image.open(io.BytesIO(got.content)) as stored:
+        assert stored.format == fmt and stored.size == (40, 30)
     assert got.headers["x-content-type-options"] == "nosniff"
 
 
@@ -149,3 +152,149 @@ def test_a_photo_that_cannot_be_written_is_our_error_not_a_database_outage(datab
     assert resp.status == 500 and resp.json == {"detail": "Internal server error."}
     assert "retry-after" not in resp.headers
     assert sql.fetch("SELECT COUNT(*) FROM taxi_user")[0][0] == 0
+
+
+# --- what a stored photo keeps: pixels, not the metadata of the phone that took it ---------------------
+
+SECRETS = (b"SentinelPhone", b"SentinelComment", b"SentinelXMP", b"SentinelText")
+XMP = b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:Description>SentinelXMP 51.5007 -0.1246</rdf:Description></x:xmpmeta>'
+
+
+def phone_exif() -> Image.Exif:
+    """EXIF as a phone writes it: maker, GPS position of the shot, and "rotate 90 degrees clockwise to view"."""
+    exif = Image.Exif()
+    exif[ExifTags.Base.Make] = "SentinelPhone"
+    exif[ExifTags.Base.Orientation] = 6
+    exif[ExifTags.IFD.GPSInfo] = {
+        ExifTags.GPS.GPSLatitudeRef: "N",
+        ExifTags.GPS.GPSLatitude: (51.0, 30.0, 2.5),
+        ExifTags.GPS.GPSLongitudeRef: "W",
+        ExifTags.GPS.GPSLongitude: (0.0, 7.0, 28.6),
+    }
+    return exif
+
+
+def two_halves(mode: str = "RGB") -> Image.Image:
+    """40 wide, 20 high: red on the left, blue on the right (stored sideways, as a phone held upright does)."""
+    im = Image.new("RGB", (40, 20), (230, 20, 20))
+    im.paste((20, 20, 230), (20, 0, 40, 20))
+    return im.convert(mode) if mode != "RGB" else im
+
+
+def phone_photo(fmt: str) -> bytes:
+    buf = io.BytesIO()
+    exif = phone_exif()
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    if fmt == "JPEG":
+        two_halves().save(buf, "JPEG", exif=exif, xmp=XMP, comment=b"SentinelComment", icc_profile=icc, quality=95)
+    elif fmt == "PNG":
+        info = PngImagePlugin.PngInfo()
+        info.add_text("Comment", "SentinelComment")
+        info.add_text("Description", "SentinelText", zip=True)
+        info.add_itxt("XML:com.adobe.xmp", XMP.decode())
+        two_halves().save(buf, "PNG", exif=exif, pnginfo=info, icc_profile=icc)
+    elif fmt == "WEBP":
+        two_halves().save(buf, "WEBP", exif=exif, xmp=XMP, icc_profile=icc, lossless=True)
+    else:  # GIF: a comment and an EXIF-free orientation-free palette image, animated
+        second = Image.new("RGB", (40, 20), (20, 230, 20))
+        two_halves().save(buf, "GIF", save_all=True, append_images=[second], comment=b"SentinelComment", loop=0)
+    body = buf.getvalue()
+    assert any(secret in body for secret in SECRETS)  # the test image does carry what must go
+    return body
+
+
+def fetch_stored(client, photo: tuple[str, bytes, str], username: str = "p@example.com"):
+    resp = sign_up_with(client, photo, username)
+    assert resp.status == 201, resp.text
+    _, got = client.get(resp.json["photo"])
+    assert got.status == 200
+    return resp.json["photo"], got
+
+
+def colour_at(im: Image.Image, xy: tuple[int, int]) -> str:
+    r, g, b = im.convert("RGB").getpixel(xy)[:3]
+    return max((r, "red"), (g, "green"), (b, "blue"))[1]
+
+
+@pytest.mark.parametrize("fmt,ext", [("JPEG", "jpg"), ("PNG", "png"), ("WEBP", "webp")])
+def test_a_stored_photo_has_no_metadata_and_is_turned_upright(client, fmt, ext):
+    url, got = fetch_stored(client, ("IMG_0001.bin", phone_photo(fmt), "image/jpeg"))
+    assert url.endswith(f".{ext}")
+    for secret in SECRETS:
+        assert secret not in got.content, secret
+    with Image.open(io.BytesIO(got.content)) as stored:
+        assert stored.format == fmt
+        exif = stored.getexif()
+        assert dict(exif) == {} and exif.get_ifd(ExifTags.IFD.GPSInfo) == {}
+        assert not {"exif", "xmp", "comment", "XML:com.adobe.xmp", "Comment", "Description"} & set(stored.info)
+        # The pixels were turned as the orientation tag said: 20 wide, 40 high, red on top, blue below.
+        assert stored.size == (20, 40)
+        assert colour_at(stored, (10, 5)) == "red" and colour_at(stored, (10, 35)) == "blue"
+        # The colour profile is not personal and changes how the pixels look: it stays.
+        assert stored.info.get("icc_profile") == ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+
+
+def test_an_animated_gif_is_stored_as_its_first_frame_without_its_comment(client):
+    url, got = fetch_stored(client, ("anim.gif", phone_photo("GIF"), "image/gif"))
+    assert url.endswith(".gif") and got.headers["content-type"] == "image/gif"
+    assert b"SentinelComment" not in got.content
+    with Image.open(io.BytesIO(got.content)) as stored:
+        assert stored.format == "GIF" and getattr(stored, "n_frames", 1) == 1
+        assert "comment" not in stored.info
+        assert stored.size == (40, 20)
+        assert colour_at(stored, (5, 10)) == "red" and colour_at(stored, (35, 10)) == "blue"
+
+
+def test_transparency_survives_the_re_encoding(client):
+    buf = io.BytesIO()
+    im = Image.new("RGBA", (10, 10), (255, 0, 0, 255))
+    im.paste((0, 0, 0, 0), (0, 0, 5, 10))
+    im.save(buf, "PNG")
+    _, got = fetch_stored(client, ("t.png", buf.getvalue(), "image/png"))
+    with Image.open(io.BytesIO(got.content)) as stored:
+        rgba = stored.convert("RGBA")
+        assert rgba.getpixel((1, 1))[3] == 0 and rgba.getpixel((8, 8)) == (255, 0, 0, 255)
+
+
+# --- how photos are served ----------------------------------------------------------------------------
+
+
+def test_a_photo_is_served_with_one_long_lived_cache_header(client):
+    _, got = fetch_stored(client, ("a.png", png(), "image/png"))
+    assert got.headers.get_list("cache-control") == ["public, max-age=31536000, immutable"]
+    assert got.headers["x-content-type-options"] == "nosniff"
+
+
+@pytest.mark.parametrize("target", ["outside", "inside"])
+def test_a_symlink_with_a_valid_name_is_not_followed(client, settings, tmp_path, target):
+    folder = settings.media_root / "photos"
+    folder.mkdir(parents=True, exist_ok=True)
+    secret = tmp_path / "passwd"
+    secret.write_text("root:x:0:0:secret\n")
+    if target == "inside":  # even a link to a real photo in the folder: only regular files are served
+        real = folder / ("b" * 32 + ".png")
+        real.write_bytes(png())
+        secret = real
+    link = folder / ("a" * 32 + ".png")
+    link.symlink_to(secret)
+    _, resp = client.get(f"/media/photos/{link.name}")
+    assert resp.status == 404 and set(resp.json) == {"detail"}
+    assert b"secret" not in resp.content
+
+
+def test_a_photo_folder_that_points_elsewhere_is_not_followed(client, settings, tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / ("c" * 32 + ".png")).write_bytes(png())
+    settings.media_root.mkdir(parents=True, exist_ok=True)
+    (settings.media_root / "photos").symlink_to(elsewhere, target_is_directory=True)
+    _, resp = client.get("/media/photos/" + "c" * 32 + ".png")
+    assert resp.status == 404
+
+
+def test_a_fifo_with_a_valid_name_is_not_served_and_does_not_hang(client, settings):
+    folder = settings.media_root / "photos"
+    folder.mkdir(parents=True, exist_ok=True)
+    os.mkfifo(folder / ("d" * 32 + ".png"))
+    _, resp = client.get("/media/photos/" + "d" * 32 + ".png")
+    assert resp.status == 404

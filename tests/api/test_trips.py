@@ -101,6 +101,17 @@ def test_list_is_bounded_by_limit(client, sql, rider):
         assert refused.status == 400 and "limit" in refused.json, bad
 
 
+@pytest.mark.parametrize("query", ["limit=", "limit=2&limit=3", "limit=2&limit="])
+def test_a_limit_that_is_not_one_integer_is_400_not_ignored(client, sql, rider, query):
+    """The document says limit is an integer: an empty or repeated one is refused, not read as the default or the
+    first of several."""
+    sql.add_trip(rider["id"])
+    _, resp = client.get(f"/api/trip/?{query}", headers=bearer(rider["access"]))
+    assert resp.status == 400 and list(resp.json) == ["limit"], resp.text
+    _, none = client.get("/api/trip/", headers=bearer(rider["access"]))
+    assert none.status == 200 and len(none.json) == 1
+
+
 def token(claims: dict, key: str = SECRET, alg: str = "HS256") -> str:
     now = int(time.time())
     base = {"token_type": "access", "exp": now + 60, "iat": now, "jti": "j", "id": 1}

@@ -104,3 +104,77 @@ async def test_writes_of_a_deactivated_author_change_nothing(connected):
     assert not await trips.accept(trip_id, driver.id, utcnow(), None)
     trip = await trips.get(trip_id)
     assert trip is not None and trip.status == "REQUESTED"
+
+
+async def store(trip_id, created, status, rider, driver):
+    stamp = dbm.timestamp(created)
+    await dbm.execute(
+        dbm.SQL(
+            "INSERT INTO taxi_trip (id, created, updated, pick_up_address, drop_off_address, status, rider_id, "
+            "driver_id) VALUES ({p}, {p}, {p}, 'A', 'B', {p}, {p}, {p})"
+        ),
+        (trip_id.hex, stamp, stamp, status, rider.id if rider else None, driver.id if driver else None),
+    )
+
+
+async def test_trip_lists_are_the_newest_visible_trips_with_ties_broken_by_id(connected):
+    """A driver's list merges open requests and their own trips; a rider's is their own. Either way: exactly the
+    visible trips, newest first, equal timestamps in descending id order, for every page size."""
+    riders = [await make_user(f"r{i}", "rider") for i in range(2)]
+    drivers = [await make_user(f"d{i}", "driver") for i in range(2)]
+    start = utcnow() - timedelta(hours=1)
+    stored = []
+    for n in range(40):
+        created = start + timedelta(seconds=n // 4)  # four trips share each timestamp: the id decides
+        status = ("REQUESTED", "STARTED", "IN_PROGRESS", "COMPLETED", "REQUESTED")[n % 5]
+        driver = None if status == "REQUESTED" else drivers[n % 3 % 2]
+        rider = None if n % 7 == 0 else riders[n % 2]  # a deleted rider leaves NULL
+        trip_id = uuid.uuid4()
+        await store(trip_id, created, status, rider, driver)
+        stored.append((created, trip_id, status, rider.id if rider else None, driver.id if driver else None))
+    newest_first = sorted(stored, key=lambda t: (t[0], t[1]), reverse=True)
+    expected = {("rider", user.id): [str(t[1]) for t in newest_first if t[3] == user.id] for user in riders} | {
+        ("driver", user.id): [str(t[1]) for t in newest_first if t[2] == "REQUESTED" or t[4] == user.id]
+        for user in drivers
+    }
+    for (role, user_id), ids in expected.items():
+        for limit in (1, 2, 3, 5, 8, 13, 21, 40, 500):
+            listed = await trips.visible_to(user_id, role, limit)
+            assert [t.id for t in listed] == ids[:limit], (role, user_id, limit)
+            caller, with_caller = await trips.caller_and_visible(user_id, role, limit)
+            assert caller.id == user_id and with_caller == listed
+    listed = await trips.visible_to(drivers[0].id, "driver", 40)
+    assert {t.status for t in listed} == {"REQUESTED", "STARTED", "IN_PROGRESS", "COMPLETED"}
+    assert all(t.driver_id in (None, drivers[0].id) for t in listed)
+
+
+@pytest.fixture
+async def pg_connected(pg_database_url):
+    database = await dbm.connect(pg_database_url, pool_size=2)
+    yield database
+    await database.aio_close()
+
+
+async def test_a_drivers_first_page_reads_a_page_of_trips_not_every_open_request(pg_connected):
+    """10,000 open requests must not make the first page of every driver read, join and sort them all (PostgreSQL's
+    EXPLAIN ANALYZE counts the trip rows read; the embedded SQLite has no such count)."""
+    rider = await make_user("r", "rider")
+    driver = await make_user("d", "driver")
+    await dbm.execute(
+        dbm.SQL(
+            "INSERT INTO taxi_trip (id, created, updated, pick_up_address, drop_off_address, status, rider_id) "
+            "SELECT gen_random_uuid(), now() - g * interval '1 second', now(), 'A', 'B', 'REQUESTED', {p} "
+            "FROM generate_series(1, 10000) g"
+        ),
+        (rider.id,),
+    )
+    await dbm.execute(dbm.SQL("ANALYZE taxi_trip"))
+    statement = trips._reads().lists["driver"]
+    explain = dbm.SQL("EXPLAIN (ANALYZE, FORMAT JSON) " + statement.sql.template)
+    plan = (await dbm.fetch_all(explain, statement.args(me=driver.id, limit=1)))[0][0]
+
+    def trip_rows_read(node):
+        own = node["Actual Rows"] * node["Actual Loops"] if node.get("Relation Name") == "taxi_trip" else 0
+        return own + sum(trip_rows_read(child) for child in node.get("Plans", []))
+
+    assert trip_rows_read(plan[0]["Plan"]) <= 2, plan
