@@ -25,6 +25,8 @@ _UNAVAILABLE = _json(_DETAIL, "The database is unavailable; retry shortly (see R
 _INVALID = _json(_ref("FieldErrors"), "Invalid input: messages per field, `non_field_errors` for the rest")
 _UNAUTHENTICATED = _json(_DETAIL, "Missing, invalid or expired access token, or the user is inactive")
 _TOO_LARGE = _json(_DETAIL, "The request body is over the size limit")
+_URI_TOO_LONG = _json(_DETAIL, "The request line is over half of the 8 KiB request head limit")
+_UNSUPPORTED = _json(_DETAIL, "A body that is not application/json, multipart/form-data or urlencoded form")
 _THROTTLED = {
     **_json(_DETAIL, "Too many attempts from this client address (or for this username)"),
     "headers": {"Retry-After": {"schema": {"type": "integer"}, "description": "seconds to wait"}},
@@ -256,9 +258,20 @@ def _sign_up_form(settings: Settings) -> dict[str, Any]:
     }
 
 
+def _with_request_errors(paths: dict[str, Any]) -> dict[str, Any]:
+    """Every operation may get a 414 (a request line over the limit); one that reads a body, a 415."""
+    out: dict[str, Any] = {}
+    for path, item in paths.items():
+        out[path] = {}
+        for method, operation in item.items():
+            extra = {"414": _URI_TOO_LONG, **({"415": _UNSUPPORTED} if "requestBody" in operation else {})}
+            out[path][method] = {**operation, "responses": {**operation["responses"], **extra}}
+    return out
+
+
 def build_spec(settings: Settings) -> dict[str, Any]:
     """The description for this deployment, from the constants and settings the handlers check against."""
     return {
-        "paths": {**PATHS, **_trip_paths(settings)},
+        "paths": _with_request_errors({**PATHS, **_trip_paths(settings)}),
         "components": {"schemas": {**SCHEMAS, "SignUpForm": _sign_up_form(settings)}},
     }
