@@ -12,10 +12,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from taxi import usernames
 from taxi.domain import GROUPS, parse_timestamp
 from taxi.errors import ValidationFailed
+from taxi.usernames import MAX_USERNAME
 
-MAX_USERNAME = 150
 MAX_NAME = 150
 MIN_PASSWORD = 8
 MAX_ADDRESS = 255
@@ -83,9 +84,7 @@ def require_object(data: Any) -> Mapping[str, Any]:
 
 def parse_sign_up(data: Mapping[str, Any]) -> SignUp:
     errors = _Errors()
-    username = _text(data, "username", errors, required=True, max_length=MAX_USERNAME)
-    if username and username != username.strip():
-        errors.add("username", "Must not begin or end with white space.")
+    username = _username(data, errors)
     first_name = _text(data, "first_name", errors, required=False, max_length=MAX_NAME)
     last_name = _text(data, "last_name", errors, required=False, max_length=MAX_NAME)
     password1 = _text(data, "password1", errors, required=True, max_length=1024)
@@ -104,9 +103,21 @@ def parse_sign_up(data: Mapping[str, Any]) -> SignUp:
     return SignUp(username, first_name, last_name, password1, group)
 
 
+def _username(data: Mapping[str, Any], errors: _Errors) -> str:
+    """A new username in its stored (NFKC) form, checked against the rule of ``taxi.usernames``."""
+    # Room for decomposed input, which NFKC shortens; the limit applies to the normalised name.
+    raw = _text(data, "username", errors, required=True, max_length=4 * MAX_USERNAME)
+    if not raw or "username" in errors.errors:
+        return raw
+    name = usernames.normalize(raw)
+    for problem in usernames.problems(name):
+        errors.add("username", problem)
+    return name
+
+
 def parse_log_in(data: Mapping[str, Any]) -> tuple[str, str]:
     errors = _Errors()
-    username = _text(data, "username", errors, required=True, max_length=MAX_USERNAME)
+    username = _text(data, "username", errors, required=True, max_length=4 * MAX_USERNAME)
     password = _text(data, "password", errors, required=True, max_length=1024)
     errors.raise_if_any()
     return username, password

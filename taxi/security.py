@@ -58,14 +58,19 @@ class TokenIssuer:
             raise AuthenticationFailed("Token is invalid.", code="token_not_valid") from None
         if claims.get("token_type") != expected_type:
             raise AuthenticationFailed(f"Token has wrong type: expected {expected_type}.", code="token_not_valid")
-        if not _is_user_id(claims.get("id")) or not _is_jti(claims.get("jti")):
+        generation = claims.get("gen", 0)  # refresh tokens: see Accounts.refresh
+        if not _is_user_id(claims.get("id")) or not _is_jti(claims.get("jti")) or not _is_int(generation):
             # Signed by us, yet naming no possible user or token: never let it reach a query (out of range).
             raise AuthenticationFailed("Token is invalid.", code="token_not_valid")
         return claims
 
 
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def _is_user_id(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_USER_ID
+    return _is_int(value) and 1 <= value <= MAX_USER_ID
 
 
 def _is_jti(value: Any) -> bool:

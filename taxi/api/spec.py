@@ -10,6 +10,8 @@ from taxi.domain import GROUPS, STATUSES
 from taxi.schemas import MAX_ADDRESS, MAX_NAME, MAX_USERNAME, MIN_PASSWORD
 from taxi.security import BCRYPT_MAX_BYTES
 from taxi.services.media import ACCEPTED, FORMATS
+from taxi.usernames import PATTERN as USERNAME_PATTERN
+from taxi.usernames import RULE as USERNAME_RULE
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -34,7 +36,14 @@ _THROTTLED = {
 _BEARER: list[dict[str, list[str]]] = [{"token": []}]
 
 _SIGN_UP_FIELDS: dict[str, Any] = {
-    "username": {"type": "string", "minLength": 1, "maxLength": MAX_USERNAME},
+    "username": {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": MAX_USERNAME,
+        "pattern": USERNAME_PATTERN,
+        "description": f"{USERNAME_RULE} Compared without regard to case; a Cyrillic or Greek name whose every "
+        "letter looks like a Latin one is refused.",
+    },
     "first_name": {"type": "string", "maxLength": MAX_NAME},
     "last_name": {"type": "string", "maxLength": MAX_NAME},
     "password1": {
@@ -91,7 +100,18 @@ SCHEMAS: dict[str, Any] = {
         "required": ["access", "refresh"],
         "properties": {"access": {"type": "string"}, "refresh": {"type": "string"}},
     },
-    "AccessToken": {"type": "object", "required": ["access"], "properties": {"access": {"type": "string"}}},
+    "AccessToken": {
+        "type": "object",
+        "required": ["access"],
+        "properties": {
+            "access": {"type": "string"},
+            "refresh": {
+                "type": "string",
+                "description": "with rotation (TAXI_ROTATE_REFRESH_TOKENS, on by default): the refresh token to "
+                "use next; the one sent is retired, and presenting it again revokes every refresh token of the user",
+            },
+        },
+    },
     "SignUp": {"type": "object", "required": _SIGN_UP_REQUIRED, "properties": _SIGN_UP_FIELDS},
     "LogIn": {
         "type": "object",
@@ -141,13 +161,13 @@ PATHS: dict[str, Any] = {
     "/api/token/refresh/": {
         "post": {
             "tags": ["accounts"],
-            "summary": "Exchange a refresh token for a new access token",
+            "summary": "Exchange a refresh token for a new access token (and, with rotation, a new refresh token)",
             "operationId": "refresh",
             "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("Refresh")}}},
             "responses": {
                 "200": _json(_ref("AccessToken"), "A new access token"),
                 "400": _INVALID,
-                "401": _json(_DETAIL, "Invalid, expired or revoked refresh token, or an inactive user"),
+                "401": _json(_DETAIL, "Invalid, expired, revoked or already used refresh token, or an inactive user"),
                 "503": _UNAVAILABLE,
             },
         }

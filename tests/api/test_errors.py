@@ -66,6 +66,12 @@ def test_openapi_describes_every_endpoint(client):
     assert set(paths["/api/log_in/"]["post"]["responses"]) == {"200", "400", "401", "414", "415", "429", "503"}
     assert set(paths["/api/trip/"]["get"]["responses"]) == {"200", "400", "401", "414", "503"}
     assert "token" in resp.json["components"]["securitySchemes"]
+    # What sign-up enforces on a username, and what a refresh returns, are published too.
+    schemas = resp.json["components"]["schemas"]
+    username = schemas["SignUp"]["properties"]["username"]
+    assert (username["maxLength"], username["pattern"]) == (150, r"^[\p{L}\p{Nd}@.+\-_]+$")
+    assert schemas["SignUpForm"]["properties"]["username"] == username
+    assert set(schemas["AccessToken"]["properties"]) == {"access", "refresh"}
     _, page = client.get("/docs")
     assert page.status == 200 and "html" in page.headers["content-type"]
 
