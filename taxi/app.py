@@ -73,7 +73,9 @@ def _context(settings: Settings) -> AppContext:
     return AppContext(
         settings=settings,
         tokens=tokens,
-        accounts=Accounts(tokens, settings.bcrypt_rounds, settings.public_url, limits),
+        accounts=Accounts(
+            tokens, settings.bcrypt_rounds, settings.public_url, limits, rotate_refresh=settings.rotate_refresh_tokens
+        ),
         trips=Trips(settings.public_url),
         media=Media(settings.media_root, settings.max_photo_bytes, settings.max_photo_pixels),
     )

@@ -130,6 +130,13 @@ class Settings:
     refresh_token_lifetime: int = setting(
         86400, "TAXI_REFRESH_TOKEN_LIFETIME", "refresh token lifetime, seconds", low=1
     )
+    rotate_refresh_tokens: bool = setting(
+        True,
+        "TAXI_ROTATE_REFRESH_TOKENS",
+        "`1`: a refresh returns a new refresh token and retires the old one; a retired one presented again "
+        "revokes every refresh token of its user. `0`: a refresh returns an access token only",
+        shown="`1`",
+    )
     cors_origins: tuple[str, ...] = setting(
         (),
         "TAXI_CORS_ORIGINS",
@@ -244,6 +251,8 @@ def _parse(item: Field[Any], raw: str) -> Any:
         return DatabaseURL.parse(raw)
     if kind == "int":
         return _int(name, raw, item.metadata["low"], item.metadata["high"])
+    if kind == "bool":
+        return _bool(name, raw)
     if kind == "Path":
         return Path(raw)
     if kind == "tuple[str, ...]":
@@ -262,6 +271,15 @@ def _int(name: str, raw: str, low: int | None, high: int | None) -> int:
         bound = f"between {low} and {high}" if high is not None else f"at least {low}"
         raise ConfigError(f"{name}: expected an integer {bound}, got {value}")
     return value
+
+
+def _bool(name: str, raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name}: expected 1 or 0 (true/false, yes/no, on/off), got {raw!r}")
 
 
 def configuration_table() -> str:

@@ -70,6 +70,11 @@ class Conflict(APIError):
     code = "conflict"
 
 
+class UnsupportedMediaType(APIError):
+    status = 415
+    code = "unsupported_media_type"
+
+
 class TooManyRequests(APIError):
     status = 429
     code = "throttled"

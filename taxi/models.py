@@ -1,4 +1,4 @@
-"""The tables peewee writes to: users and revoked refresh tokens.
+"""The tables peewee writes to: users, and revoked and spent refresh tokens.
 
 The schema itself is owned by ``taxi.migrations``; trips are read and written only by ``taxi.queries.trips``,
 whose conditional statements peewee cannot express better than SQL.
@@ -41,12 +41,14 @@ class BaseModel(peewee_async.AioModel):
 class User(BaseModel):
     id = peewee.AutoField()
     username = peewee.CharField(max_length=150, unique=True)
+    username_key = peewee.CharField(max_length=600, null=True, unique=True)  # taxi.usernames.key(username)
     password = peewee.CharField(max_length=128)
     first_name = peewee.CharField(max_length=150, default="")
     last_name = peewee.CharField(max_length=150, default="")
     group = peewee.CharField(max_length=10, column_name="role")
     photo = peewee.CharField(max_length=255, null=True)
     is_active = peewee.BooleanField(default=True)
+    refresh_generation = peewee.IntegerField(default=0)
     date_joined = UtcDateTimeField(default=utcnow)
 
     class Meta:
@@ -61,3 +63,14 @@ class RevokedToken(BaseModel):
 
     class Meta:
         table_name = "taxi_revoked_token"
+
+
+class SpentToken(BaseModel):
+    """Refresh tokens exchanged for a new pair (rotation), kept until they would have expired anyway."""
+
+    jti = peewee.CharField(max_length=64, primary_key=True)
+    user = peewee.ForeignKeyField(User, column_name="user_id", on_delete="CASCADE")
+    expires_at = UtcDateTimeField()
+
+    class Meta:
+        table_name = "taxi_spent_token"

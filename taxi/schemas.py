@@ -12,14 +12,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from taxi import usernames
 from taxi.domain import GROUPS, parse_timestamp
 from taxi.errors import ValidationFailed
+from taxi.usernames import MAX_USERNAME
 
-MAX_USERNAME = 150
 MAX_NAME = 150
 MIN_PASSWORD = 8
 MAX_PASSWORD = 1024  # at log-in (sign-up allows 72 bytes, bcrypt's limit)
 MAX_TOKEN = 4096
+# A typed username may arrive decomposed (longer than its NFKC form, to which the 150 applies).
+MAX_LOGIN_USERNAME = 4 * MAX_USERNAME
 MAX_ADDRESS = 255
 
 REQUIRED = "This field is required."
@@ -85,9 +88,7 @@ def require_object(data: Any) -> Mapping[str, Any]:
 
 def parse_sign_up(data: Mapping[str, Any]) -> SignUp:
     errors = _Errors()
-    username = _text(data, "username", errors, required=True, max_length=MAX_USERNAME)
-    if username and username != username.strip():
-        errors.add("username", "Must not begin or end with white space.")
+    username = _username(data, errors)
     first_name = _text(data, "first_name", errors, required=False, max_length=MAX_NAME)
     last_name = _text(data, "last_name", errors, required=False, max_length=MAX_NAME)
     password1 = _text(data, "password1", errors, required=True, max_length=MAX_PASSWORD)
@@ -106,9 +107,20 @@ def parse_sign_up(data: Mapping[str, Any]) -> SignUp:
     return SignUp(username, first_name, last_name, password1, group)
 
 
+def _username(data: Mapping[str, Any], errors: _Errors) -> str:
+    """A new username in its stored (NFKC) form, checked against the rule of ``taxi.usernames``."""
+    raw = _text(data, "username", errors, required=True, max_length=MAX_LOGIN_USERNAME)
+    if not raw or "username" in errors.errors:
+        return raw
+    name = usernames.normalize(raw)
+    for problem in usernames.problems(name):
+        errors.add("username", problem)
+    return name
+
+
 def parse_log_in(data: Mapping[str, Any]) -> tuple[str, str]:
     errors = _Errors()
-    username = _text(data, "username", errors, required=True, max_length=MAX_USERNAME)
+    username = _text(data, "username", errors, required=True, max_length=MAX_LOGIN_USERNAME)
     password = _text(data, "password", errors, required=True, max_length=MAX_PASSWORD)
     errors.raise_if_any()
     return username, password

@@ -19,6 +19,8 @@ REFRESH = "refresh"
 BCRYPT_MAX_BYTES = 72
 _REQUIRED_CLAIMS = ["exp", "iat", "jti", "token_type", "id"]
 CLOCK_LEEWAY = 5  # seconds of clock skew tolerated between the machines that issue and check tokens
+MAX_USER_ID = 2**63 - 1  # the largest id a BIGINT (PostgreSQL) or INTEGER (SQLite) column holds
+MAX_JTI = 64  # the jti column of the revoked and spent token tables
 
 
 @dataclass(frozen=True)
@@ -56,11 +58,23 @@ class TokenIssuer:
             raise AuthenticationFailed("Token is invalid.", code="token_not_valid") from None
         if claims.get("token_type") != expected_type:
             raise AuthenticationFailed(f"Token has wrong type: expected {expected_type}.", code="token_not_valid")
-        if not isinstance(claims.get("id"), int) or isinstance(claims.get("id"), bool):
-            raise AuthenticationFailed("Token is invalid.", code="token_not_valid")
-        if not isinstance(claims.get("jti"), str):
+        generation = claims.get("gen", 0)  # refresh tokens: see Accounts.refresh
+        if not _is_user_id(claims.get("id")) or not _is_jti(claims.get("jti")) or not _is_int(generation):
+            # Signed by us, yet naming no possible user or token: never let it reach a query (out of range).
             raise AuthenticationFailed("Token is invalid.", code="token_not_valid")
         return claims
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_user_id(value: Any) -> bool:
+    return _is_int(value) and 1 <= value <= MAX_USER_ID
+
+
+def _is_jti(value: Any) -> bool:
+    return isinstance(value, str) and 0 < len(value) <= MAX_JTI
 
 
 def check_password_length(password: str, field: str = "password1") -> bytes:

@@ -170,10 +170,12 @@ class SyncDB:
         with self.connect() as conn:
             cur = conn.cursor()
             if self.url.is_sqlite:
-                for table in ("taxi_trip", "taxi_revoked_token", "taxi_user", "sqlite_sequence"):
+                for table in ("taxi_trip", "taxi_revoked_token", "taxi_spent_token", "taxi_user", "sqlite_sequence"):
                     cur.execute(f"DELETE FROM {table}")
             else:
-                cur.execute("TRUNCATE taxi_trip, taxi_revoked_token, taxi_user RESTART IDENTITY CASCADE")
+                cur.execute(
+                    "TRUNCATE taxi_trip, taxi_revoked_token, taxi_spent_token, taxi_user RESTART IDENTITY CASCADE"
+                )
 
     def user_id(self, username: str) -> int:
         return int(self.fetch("SELECT id FROM taxi_user WHERE username = %s", (username,))[0][0])

@@ -57,6 +57,7 @@ def test_every_variable_is_read(tmp_path):
         ({"TAXI_ACCESS_TOKEN_LIFETIME": "0"}, "TAXI_ACCESS_TOKEN_LIFETIME"),
         ({"TAXI_BCRYPT_ROUNDS": "40"}, "TAXI_BCRYPT_ROUNDS"),
         ({"TAXI_SECRET_KEY": "secret"}, "TAXI_SECRET_KEY"),  # short keys are refused with SQLite too
+        ({"TAXI_ROTATE_REFRESH_TOKENS": "maybe"}, "TAXI_ROTATE_REFRESH_TOKENS"),
     ],
 )
 def test_invalid_settings_name_the_variable(env, variable, tmp_path, monkeypatch):
@@ -85,3 +86,11 @@ def test_every_setting_can_be_set_from_its_variable(tmp_path):
     expected["trip_list_default"] = min(expected["trip_list_default"], expected["trip_list_max"])
     settings = Settings.from_env(env)
     assert {name: getattr(settings, name) for name in expected} == expected
+
+
+def test_refresh_token_rotation_is_on_unless_switched_off(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert Settings.from_env({}).rotate_refresh_tokens is True
+    for off in ("0", "false", "OFF", "no"):
+        assert Settings.from_env({"TAXI_ROTATE_REFRESH_TOKENS": off}).rotate_refresh_tokens is False
+    assert Settings.from_env({"TAXI_ROTATE_REFRESH_TOKENS": "on"}).rotate_refresh_tokens is True

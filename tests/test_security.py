@@ -118,3 +118,30 @@ def test_deactivated_and_deleted_users_are_refused_at_the_handshake(client, sql,
     sql.execute("DELETE FROM taxi_user WHERE id = %s", (driver["id"],))
     assert handshake_status(client, rider["access"]) == 401
     assert handshake_status(client, driver["access"]) == 401
+
+
+@pytest.mark.parametrize("user_id", [10**30, -(10**30), 2**63, 0, -1])
+def test_a_signed_token_naming_an_impossible_user_id_is_401_not_500(client, rider, user_id):
+    # Signed with our key, so only the id is wrong: one no database column can hold, or no user can have.
+    now = int(time.time())
+    access = jwt.encode(claims(user_id), SECRET, algorithm="HS256")
+    refresh = jwt.encode(claims(user_id, token_type="refresh", exp=now + 3600), SECRET, algorithm="HS256")
+    _, listed = client.get("/api/trip/", headers=bearer(access))
+    assert listed.status == 401 and set(listed.json) == {"detail"}
+    assert handshake_status(client, access) == 401
+    _, refreshed = client.post("/api/token/refresh/", json={"refresh": refresh})
+    assert refreshed.status == 401 and set(refreshed.json) == {"detail"}
+    _, out = client.post("/api/log_out/", json={"refresh": refresh}, headers=bearer(rider["access"]))
+    assert out.status in (401, 403) and set(out.json) == {"detail"}
+
+
+def test_a_signed_token_with_an_oversized_jti_is_401_not_500(client, rider):
+    # The jti is stored when the token is revoked: one longer than the column must be refused, not crash.
+    now = int(time.time())
+    refresh = jwt.encode(
+        claims(rider["id"], token_type="refresh", exp=now + 3600, jti="j" * 500), SECRET, algorithm="HS256"
+    )
+    _, out = client.post("/api/log_out/", json={"refresh": refresh}, headers=bearer(rider["access"]))
+    assert out.status == 401 and set(out.json) == {"detail"}
+    _, refreshed = client.post("/api/token/refresh/", json={"refresh": refresh})
+    assert refreshed.status == 401 and set(refreshed.json) == {"detail"}

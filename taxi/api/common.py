@@ -9,10 +9,12 @@ import orjson
 from sanic import HTTPResponse
 
 from taxi.api.context import TaxiRequest
-from taxi.errors import ValidationFailed
+from taxi.errors import UnsupportedMediaType, ValidationFailed
 from taxi.schemas import require_object
 
+JSON_TYPE = "application/json"
 FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
+ACCEPTED_TYPES = f"{JSON_TYPE}, {FORM_TYPES[0]} or {FORM_TYPES[1]}"
 
 
 def json_response(body: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> HTTPResponse:
@@ -21,7 +23,10 @@ def json_response(body: Any, status: int = 200, headers: Mapping[str, str] | Non
 
 
 def body_of(request: TaxiRequest) -> Mapping[str, Any]:
-    """The request body as a mapping: a JSON object, or the first value of each form field."""
+    """The request body as a mapping: a JSON object, or the first value of each form field.
+
+    A body of any other type (or of none) is a 415, as the reference answers; no body at all is an empty mapping.
+    """
     ctype = (request.content_type or "").split(";")[0].strip().lower()
     if ctype in FORM_TYPES:
         form: Mapping[str, list[Any]] = request.form or {}
@@ -30,6 +35,9 @@ def body_of(request: TaxiRequest) -> Mapping[str, Any]:
         return {key: values[0] for key, values in form.items() if values}
     if not request.body:
         return {}
+    if ctype != JSON_TYPE:
+        named = f'Unsupported media type "{ctype}"' if ctype else "No Content-Type"
+        raise UnsupportedMediaType(f"{named} in request: send {ACCEPTED_TYPES}.")
     try:
         data = orjson.loads(request.body)
     except orjson.JSONDecodeError as exc:

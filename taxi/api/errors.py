@@ -14,6 +14,7 @@ from sanic.handlers import ErrorHandler
 
 from taxi.api.common import json_response
 from taxi.api.headers import allowed_methods
+from taxi.api.oversize import head_too_large
 from taxi.errors import APIError, ServiceUnavailable
 
 log = logging.getLogger("taxi.errors")
@@ -41,7 +42,9 @@ class JSONErrorHandler(ErrorHandler):
             headers = dict(getattr(exception, "headers", None) or {})
             if status == 400:
                 return json_response({"non_field_errors": [str(exception) or "Bad request."]}, 400, headers)
-            if isinstance(exception, PayloadTooLarge):
+            if isinstance(exception, PayloadTooLarge) and (head := head_too_large(request, exception)):
+                status, detail = head
+            elif isinstance(exception, PayloadTooLarge):
                 limit = request.app.config.REQUEST_MAX_SIZE
                 detail = f"Request body is too large: at most {limit} bytes are accepted."
             elif isinstance(exception, MethodNotAllowed):

@@ -7,9 +7,11 @@ from typing import Any
 
 from taxi.config import Settings
 from taxi.domain import GROUPS, STATUSES
-from taxi.schemas import MAX_ADDRESS, MAX_NAME, MAX_PASSWORD, MAX_TOKEN, MAX_USERNAME, MIN_PASSWORD
+from taxi.schemas import MAX_ADDRESS, MAX_LOGIN_USERNAME, MAX_NAME, MAX_PASSWORD, MAX_TOKEN, MAX_USERNAME, MIN_PASSWORD
 from taxi.security import BCRYPT_MAX_BYTES
 from taxi.services.media import ACCEPTED, FORMATS
+from taxi.usernames import PATTERN as USERNAME_PATTERN
+from taxi.usernames import RULE as USERNAME_RULE
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -25,6 +27,8 @@ _UNAVAILABLE = _json(_DETAIL, "The database is unavailable; retry shortly (see R
 _INVALID = _json(_ref("FieldErrors"), "Invalid input: messages per field, `non_field_errors` for the rest")
 _UNAUTHENTICATED = _json(_DETAIL, "Missing, invalid or expired access token, or the user is inactive")
 _TOO_LARGE = _json(_DETAIL, "The request body is over the size limit")
+_URI_TOO_LONG = _json(_DETAIL, "The request line is over half of the 8 KiB request head limit")
+_UNSUPPORTED = _json(_DETAIL, "A body that is not application/json, multipart/form-data or urlencoded form")
 _THROTTLED = {
     **_json(_DETAIL, "Too many attempts from this client address (or for this username)"),
     "headers": {"Retry-After": {"schema": {"type": "integer"}, "description": "seconds to wait"}},
@@ -32,11 +36,8 @@ _THROTTLED = {
 _BEARER: list[dict[str, list[str]]] = [{"token": []}]
 
 # Every constraint the server checks on a field is published here, so that no request valid under this document
-# is refused for a reason it hides. No text may hold a NUL character; a username has no white space at either end.
-# White space as Python's str.strip() sees it, spelled out: \s differs between Python and ECMA regular expressions.
-_SPACE = "".join(f"\\u{code:04x}" for code in range(0x10000) if chr(code).isspace())
+# is refused for a reason it hides. No text may hold a NUL character; a username follows taxi.usernames.
 _TEXT = r"^[^\u0000]*$"
-_USERNAME = f"^[^{_SPACE}\\u0000]([^\\u0000]*[^{_SPACE}\\u0000])?$"
 
 
 def _text(min_length: int, max_length: int, **extra: Any) -> dict[str, Any]:
@@ -44,7 +45,12 @@ def _text(min_length: int, max_length: int, **extra: Any) -> dict[str, Any]:
 
 
 _SIGN_UP_FIELDS: dict[str, Any] = {
-    "username": {**_text(1, MAX_USERNAME), "pattern": _USERNAME, "description": "not taken by another user"},
+    "username": {
+        **_text(1, MAX_USERNAME),
+        "pattern": USERNAME_PATTERN,
+        "description": f"{USERNAME_RULE} Compared without regard to case; a Cyrillic or Greek name whose every "
+        "letter looks like a Latin one is refused. Not taken by another user.",
+    },
     "first_name": _text(0, MAX_NAME, nullable=True, description="null is the same as empty"),
     "last_name": _text(0, MAX_NAME, nullable=True, description="null is the same as empty"),
     "password1": _text(MIN_PASSWORD, BCRYPT_MAX_BYTES, description=f"at most {BCRYPT_MAX_BYTES} bytes in UTF-8"),
@@ -93,12 +99,23 @@ SCHEMAS: dict[str, Any] = {
         "required": ["access", "refresh"],
         "properties": {"access": {"type": "string"}, "refresh": {"type": "string"}},
     },
-    "AccessToken": {"type": "object", "required": ["access"], "properties": {"access": {"type": "string"}}},
+    "AccessToken": {
+        "type": "object",
+        "required": ["access"],
+        "properties": {
+            "access": {"type": "string"},
+            "refresh": {
+                "type": "string",
+                "description": "with rotation (TAXI_ROTATE_REFRESH_TOKENS, on by default): the refresh token to "
+                "use next; the one sent is retired, and presenting it again revokes every refresh token of the user",
+            },
+        },
+    },
     "SignUp": {"type": "object", "required": _SIGN_UP_REQUIRED, "properties": _SIGN_UP_FIELDS},
     "LogIn": {
         "type": "object",
         "required": ["username", "password"],
-        "properties": {"username": _text(1, MAX_USERNAME), "password": _text(1, MAX_PASSWORD)},
+        "properties": {"username": _text(1, MAX_LOGIN_USERNAME), "password": _text(1, MAX_PASSWORD)},
     },
     "Refresh": {"type": "object", "required": ["refresh"], "properties": {"refresh": _text(1, MAX_TOKEN)}},
 }
@@ -143,13 +160,13 @@ PATHS: dict[str, Any] = {
     "/api/token/refresh/": {
         "post": {
             "tags": ["accounts"],
-            "summary": "Exchange a refresh token for a new access token",
+            "summary": "Exchange a refresh token for a new access token (and, with rotation, a new refresh token)",
             "operationId": "refresh",
             "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("Refresh")}}},
             "responses": {
                 "200": _json(_ref("AccessToken"), "A new access token"),
                 "400": _INVALID,
-                "401": _json(_DETAIL, "Invalid, expired or revoked refresh token, or an inactive user"),
+                "401": _json(_DETAIL, "Invalid, expired, revoked or already used refresh token, or an inactive user"),
                 "503": _UNAVAILABLE,
             },
         }
@@ -263,9 +280,20 @@ def _sign_up_form(settings: Settings) -> dict[str, Any]:
     }
 
 
+def _with_request_errors(paths: dict[str, Any]) -> dict[str, Any]:
+    """Every operation may get a 414 (a request line over the limit); one that reads a body, a 415."""
+    out: dict[str, Any] = {}
+    for path, item in paths.items():
+        out[path] = {}
+        for method, operation in item.items():
+            extra = {"414": _URI_TOO_LONG, **({"415": _UNSUPPORTED} if "requestBody" in operation else {})}
+            out[path][method] = {**operation, "responses": {**operation["responses"], **extra}}
+    return out
+
+
 def build_spec(settings: Settings) -> dict[str, Any]:
     """The description for this deployment, from the constants and settings the handlers check against."""
     return {
-        "paths": {**PATHS, **_trip_paths(settings)},
+        "paths": _with_request_errors({**PATHS, **_trip_paths(settings)}),
         "components": {"schemas": {**SCHEMAS, "SignUpForm": _sign_up_form(settings)}},
     }

@@ -7,23 +7,30 @@ processes at once on PostgreSQL (it holds an advisory lock while it works).
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from peewee_async.databases import AioDatabase, fetchall
 
 from taxi.domain import utcnow
+from taxi.migrations import usernames
 
 log = logging.getLogger("taxi.migrations")
 
 _LOCK_KEY = 0x7A7869  # any constant shared by every process that migrates this database
 
 
+# A step is a DDL statement, or a function given the database and its parameter marker (for data changes that
+# need Python, run in the migration's transaction).
+Step = str | Callable[[AioDatabase, str], Awaitable[None]]
+
+
 @dataclass(frozen=True)
 class Migration:
     version: int
     name: str
-    postgresql: tuple[str, ...]
-    sqlite: tuple[str, ...]
+    postgresql: tuple[Step, ...]
+    sqlite: tuple[Step, ...]
 
 
 _TRIP_CHECKS = "CHECK (status IN ('REQUESTED', 'STARTED', 'IN_PROGRESS', 'COMPLETED'))"
@@ -99,6 +106,12 @@ MIGRATIONS: tuple[Migration, ...] = (
         ),
     ),
     Migration(
+        2,
+        "case-insensitive usernames and refresh token rotation",
+        postgresql=usernames.POSTGRESQL,
+        sqlite=usernames.SQLITE,
+    ),
+    Migration(
         3,
         "trip list indexes ordered like the lists (created, then id)",
         postgresql=_NEWEST_FIRST_INDEXES,
@@ -117,8 +130,9 @@ async def current_version(database: AioDatabase) -> int:
     return int(rows[0][0] or 0)
 
 
-async def migrate(database: AioDatabase) -> list[int]:
-    """Apply every pending migration, each in its own transaction; return the versions applied."""
+async def migrate(database: AioDatabase, up_to: int | None = None) -> list[int]:
+    """Apply every pending migration (up to version ``up_to``), each in its own transaction; return the versions
+    applied."""
     sqlite = database.__class__.__name__ == "SqliteDatabase"
     mark = "?" if sqlite else "%s"
     applied: list[int] = []
@@ -134,11 +148,14 @@ async def migrate(database: AioDatabase) -> list[int]:
             )
             done = await current_version(database)
             for migration in MIGRATIONS:
-                if migration.version <= done:
+                if migration.version <= done or (up_to is not None and migration.version > up_to):
                     continue
                 async with database.aio_atomic():
-                    for statement in migration.sqlite if sqlite else migration.postgresql:
-                        await database.aio_execute_sql(statement)
+                    for step in migration.sqlite if sqlite else migration.postgresql:
+                        if isinstance(step, str):
+                            await database.aio_execute_sql(step)
+                        else:
+                            await step(database, mark)
                     await database.aio_execute_sql(
                         f"INSERT INTO taxi_schema_version (version, name, applied_at) VALUES ({mark}, {mark}, {mark})",
                         (migration.version, migration.name, utcnow().isoformat()),

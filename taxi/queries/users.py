@@ -1,4 +1,4 @@
-"""Statements on ``taxi_user`` and ``taxi_revoked_token``."""
+"""Statements on ``taxi_user`` and the refresh token tables (``taxi_revoked_token``, ``taxi_spent_token``)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ from typing import Any, NamedTuple
 import peewee
 
 from taxi import db as dbm
+from taxi import usernames
 from taxi.domain import utcnow
-from taxi.models import RevokedToken, User
+from taxi.models import RevokedToken, SpentToken, User
 from taxi.queries.rows import select_list
 from taxi.schemas import user_out
 
@@ -35,7 +36,17 @@ def user_columns(alias: str) -> dict[str, str]:
 
 _USER = select_list(user_columns("u"), UserRow)
 _LOAD_ACTIVE = dbm.SQL(f"SELECT {_USER} FROM taxi_user u WHERE u.id = {{p}} AND u.is_active", name="taxi_load_caller")
-_FIND_LOGIN = dbm.SQL(f"SELECT {_USER}, u.password FROM taxi_user u WHERE u.username = {{p}} AND u.is_active")
+# By the case-insensitive key, or (for an account that predates the key and shares it) by the exact name first.
+_FIND_LOGIN = dbm.SQL(
+    f"SELECT {_USER}, u.password, u.refresh_generation FROM taxi_user u "
+    "WHERE (u.username_key = {p} OR u.username = {p}) AND u.is_active "
+    "ORDER BY CASE WHEN u.username = {p} THEN 0 ELSE 1 END LIMIT 1"
+)
+_GENERATION = dbm.SQL("SELECT refresh_generation FROM taxi_user WHERE id = {p} AND is_active")
+_NEXT_GENERATION = dbm.SQL("UPDATE taxi_user SET refresh_generation = refresh_generation + 1 WHERE id = {p}")
+_SPEND = dbm.SQL(
+    "INSERT INTO taxi_spent_token (jti, user_id, expires_at) VALUES ({p}, {p}, {p}) ON CONFLICT (jti) DO NOTHING"
+)
 _IS_REVOKED = dbm.SQL("SELECT 1 FROM taxi_revoked_token WHERE jti = {p}")
 
 
@@ -49,22 +60,29 @@ async def load_active(user_id: int) -> UserRow | None:
     return UserRow._make(rows[0]) if rows else None
 
 
-async def find_for_login(username: str) -> tuple[UserRow, str] | None:
-    """The active user with this username and their password hash, or None."""
-    rows = await dbm.fetch_all(_FIND_LOGIN, (username,))
+class LoginRow(NamedTuple):
+    user: UserRow
+    password_hash: str
+    refresh_generation: int
+
+
+async def find_for_login(username: str) -> LoginRow | None:
+    """The active user a typed username names (whatever its case or Unicode form), with what log-in needs."""
+    rows = await dbm.fetch_all(_FIND_LOGIN, (usernames.key(username), username, username))
     if not rows:
         return None
-    *fields, hashed = rows[0]
-    return UserRow._make(fields), hashed
+    *fields, hashed, generation = rows[0]
+    return LoginRow(UserRow._make(fields), hashed, int(generation))
 
 
 async def create(
     username: str, password_hash: str, first_name: str, last_name: str, group: str, photo: str | None
 ) -> UserRow:
-    """Insert a user; UsernameTaken if the username is in use."""
+    """Insert a user; UsernameTaken if the username is in use, whatever its case (the database decides)."""
     try:
         user = await User.aio_create(
             username=username,
+            username_key=usernames.key(username),
             password=password_hash,
             first_name=first_name,
             last_name=last_name,
@@ -84,3 +102,21 @@ async def revoke(jti: str, expires: dt.datetime) -> None:
     """Remember a refresh token as revoked until it would have expired, and forget the ones past that."""
     await RevokedToken.insert(jti=jti, expires_at=expires).on_conflict_ignore().aio_execute()
     await RevokedToken.delete().where(RevokedToken.expires_at < utcnow()).aio_execute()
+
+
+async def refresh_generation(user_id: int) -> int | None:
+    """The generation an active user's refresh tokens must carry, or None if the user is gone or inactive."""
+    rows = await dbm.fetch_all(_GENERATION, (user_id,))
+    return int(rows[0][0]) if rows else None
+
+
+async def revoke_all_refresh_tokens(user_id: int) -> None:
+    """Invalidate every refresh token of a user at once: each carries the generation this raises."""
+    await dbm.execute(_NEXT_GENERATION, (user_id,))
+
+
+async def spend(jti: str, user_id: int, expires: dt.datetime) -> bool:
+    """Record a refresh token as exchanged; False if it already was (the primary key lets one caller win)."""
+    inserted = await dbm.execute(_SPEND, (jti, user_id, dbm.timestamp(expires)))
+    await SpentToken.delete().where(SpentToken.expires_at < utcnow()).aio_execute()
+    return inserted == 1

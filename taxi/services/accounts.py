@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import logging
 from dataclasses import dataclass
 from typing import Any
 
 import bcrypt
 
+from taxi import usernames
 from taxi.errors import AuthenticationFailed, PermissionDenied, TooManyRequests, ValidationFailed
 from taxi.queries import users
 from taxi.queries.users import UserRow
@@ -16,7 +18,11 @@ from taxi.schemas import SignUp
 from taxi.security import ACCESS, REFRESH, TokenIssuer, check_password, hash_password
 from taxi.services.throttle import MemoryThrottle, Throttle
 
+log = logging.getLogger("taxi.accounts")
+
 BAD_CREDENTIALS = "No active account found with the given credentials"
+REVOKED = "Token is blacklisted."
+REUSED = "Token was already used: every refresh token of this user is now revoked; log in again."
 
 
 @dataclass(frozen=True)
@@ -78,8 +84,10 @@ class Accounts:
         public_url: str | None,
         limits: LoginLimits,
         throttle: Throttle | None = None,
+        rotate_refresh: bool = True,
     ) -> None:
         self.tokens = tokens
+        self.rotate_refresh = rotate_refresh
         self.rounds = bcrypt_rounds
         self.public_url = public_url
         self.limits = limits
@@ -109,7 +117,7 @@ class Accounts:
         """
         limits = self.limits
         wait = max(
-            await self.throttle.hit(f"login:user:{username.casefold()}", limits.per_user, limits.window),
+            await self.throttle.hit(f"login:user:{usernames.key(username)}", limits.per_user, limits.window),
             await self.throttle.hit(f"login:addr:{address}", limits.per_address, limits.window) if address else 0,
         )
         if wait:
@@ -118,22 +126,42 @@ class Accounts:
         if found is None:
             await check_password(password, await _dummy.get(self.rounds))
             raise AuthenticationFailed(BAD_CREDENTIALS, code="no_active_account")
-        caller, hashed = found
+        caller, hashed, generation = found
         if not await check_password(password, hashed):
             raise AuthenticationFailed(BAD_CREDENTIALS, code="no_active_account")
-        return {"access": self.access_for(caller), "refresh": self.tokens.issue(REFRESH, caller.id)}
+        return {"access": self.access_for(caller), "refresh": self.refresh_for(caller, generation)}
 
     def access_for(self, caller: Caller) -> str:
         claims = caller.public(self.public_url)
         del claims["id"]  # the issuer sets it
         return self.tokens.issue(ACCESS, caller.id, claims)
 
+    def refresh_for(self, caller: Caller, generation: int) -> str:
+        """A refresh token of the user's current generation (raising the generation revokes them all)."""
+        return self.tokens.issue(REFRESH, caller.id, {"gen": generation})
+
     async def refresh(self, refresh_token: str) -> dict[str, str]:
+        """A new access token; with rotation also a new refresh token, the presented one being retired.
+
+        A retired token presented again means two parties hold it (one of them a thief): every refresh token of
+        the user is revoked. The database decides which of two concurrent refreshes with one token wins.
+        """
         claims = self.tokens.decode(refresh_token, REFRESH)
         if await users.is_revoked(claims["jti"]):
-            raise AuthenticationFailed("Token is blacklisted.", code="token_not_valid")
+            raise AuthenticationFailed(REVOKED, code="token_not_valid")
+        generation = await users.refresh_generation(claims["id"])
+        if generation is None:
+            raise user_inactive()
+        if claims.get("gen", 0) != generation:
+            raise AuthenticationFailed(REVOKED, code="token_not_valid")
         caller = await active_user(claims["id"])
-        return {"access": self.access_for(caller)}
+        if not self.rotate_refresh:
+            return {"access": self.access_for(caller)}
+        if not await users.spend(claims["jti"], caller.id, dt.datetime.fromtimestamp(claims["exp"], dt.UTC)):
+            await users.revoke_all_refresh_tokens(caller.id)
+            log.warning("user %d presented a refresh token that was already used: revoked all of theirs", caller.id)
+            raise AuthenticationFailed(REUSED, code="token_reused")
+        return {"access": self.access_for(caller), "refresh": self.refresh_for(caller, generation)}
 
     async def log_out(self, caller: Caller, refresh_token: str) -> None:
         """Revoke a refresh token of the caller's; later refreshes with it get 401."""

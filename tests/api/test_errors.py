@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import secrets
 
 import pytest
@@ -61,8 +63,15 @@ def test_openapi_describes_every_endpoint(client):
         "/api/health/",
     }
     # The error shapes are part of the description.
-    assert set(paths["/api/log_in/"]["post"]["responses"]) == {"200", "400", "401", "429", "503"}
+    assert set(paths["/api/log_in/"]["post"]["responses"]) == {"200", "400", "401", "414", "415", "429", "503"}
+    assert set(paths["/api/trip/"]["get"]["responses"]) == {"200", "400", "401", "414", "503"}
     assert "token" in resp.json["components"]["securitySchemes"]
+    # What sign-up enforces on a username, and what a refresh returns, are published too.
+    schemas = resp.json["components"]["schemas"]
+    username = schemas["SignUp"]["properties"]["username"]
+    assert (username["maxLength"], username["pattern"]) == (150, r"^[\p{L}\p{Nd}@.+\-_]+$")
+    assert schemas["SignUpForm"]["properties"]["username"] == username
+    assert set(schemas["AccessToken"]["properties"]) == {"access", "refresh"}
     _, page = client.get("/docs")
     assert page.status == 200 and "html" in page.headers["content-type"]
 
@@ -136,3 +145,56 @@ def test_wherever_cors_can_answer_responses_vary_by_origin(database_url, tmp_pat
                 vary = {v.strip().lower() for v in ",".join(resp.headers.get_list("vary")).split(",")}
                 assert "origin" in vary, (path, headers, resp.headers)
                 assert resp.headers["x-content-type-options"] == "nosniff"
+
+
+@pytest.mark.parametrize("ctype", ["text/plain", "application/xml", None])
+def test_a_json_body_with_another_content_type_is_415_naming_the_accepted_types(client, ctype):
+    body = b'{"username": "someone", "password": "whatever1"}'
+    headers = {"content-type": ctype} if ctype else {}
+    for path in ("/api/sign_up/", "/api/log_in/", "/api/token/refresh/"):
+        # httpx adds no content type of its own to raw bytes, so None really sends none.
+        _, resp = client.post(path, content=body, headers=headers)
+        assert resp.status == 415, (path, ctype, resp.text)
+        assert set(resp.json) == {"detail"}
+        assert "application/json" in resp.json["detail"] and "multipart/form-data" in resp.json["detail"]
+
+
+def test_json_with_a_charset_and_an_empty_body_without_a_type_are_still_accepted(client):
+    _, charset = client.post(
+        "/api/log_in/",
+        content=b'{"username": "nobody", "password": "x"}',
+        headers={"content-type": "Application/JSON; charset=utf-8"},
+    )
+    assert charset.status == 401
+    _, empty = client.post("/api/log_in/", content=b"")
+    assert empty.status == 400 and set(empty.json) == {"username", "password"}
+
+
+def raw_request(client, head: bytes) -> tuple[int, dict]:
+    """Send one raw HTTP/1.1 request head to the test server and return the status and JSON body of the answer
+    (on the client's loop: the test server only runs while it does)."""
+
+    async def exchange() -> tuple[int, dict]:
+        reader, writer = await asyncio.open_connection("127.0.0.1", client.port)
+        try:
+            writer.write(head)
+            await writer.drain()
+            top = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
+            status_line, *lines = top.strip().split("\r\n")
+            length = next(int(v) for k, _, v in (h.partition(":") for h in lines) if k.lower() == "content-length")
+            return int(status_line.split()[1]), json.loads(await reader.readexactly(length))
+        finally:
+            writer.close()
+
+    return client._run(asyncio.wait_for(exchange(), 10))
+
+
+def test_a_request_line_over_the_url_limit_is_414_and_oversized_headers_431(client):
+    long_url = b"/api/trip/?limit=" + b"9" * 10_000
+    status, body = raw_request(client, b"GET " + long_url + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert status == 414 and set(body) == {"detail"}
+    status, body = raw_request(client, b"GET /api/nowhere/" + b"x" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert status == 414 and set(body) == {"detail"}
+    headers = b"".join(b"X-Padding-%d: %s\r\n" % (i, b"p" * 1000) for i in range(12))
+    status, body = raw_request(client, b"GET /api/health/ HTTP/1.1\r\nHost: x\r\n" + headers + b"\r\n")
+    assert status == 431 and set(body) == {"detail"}

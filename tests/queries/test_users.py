@@ -23,7 +23,7 @@ async def test_a_user_is_created_once_and_found_by_id_and_username(connected):
     user = await users.create("ana", "hash", "Ana", "Lima", "driver", "photos/x.png")
     assert user == users.UserRow(user.id, "ana", "Ana", "Lima", "driver", "photos/x.png")
     assert await users.load_active(user.id) == user
-    assert await users.find_for_login("ana") == (user, "hash")
+    assert await users.find_for_login("ana") == (user, "hash", 0)
     assert await users.find_for_login("nobody") is None
     with pytest.raises(users.UsernameTaken):
         await users.create("ana", "hash", "", "", "rider", None)
@@ -59,3 +59,11 @@ def test_a_statement_and_its_row_type_cannot_drift():
     assert rows.split((1, 2, 3, 4), Pair, Pair) == [Pair(1, 2), Pair(3, 4)]
     with pytest.raises(ValueError, match="not Pair"):
         rows.split((1, 2, 3), Pair)
+
+
+async def test_the_database_keeps_usernames_unique_whatever_their_case(connected):
+    # Below the schemas: two sign-ups racing with "Ana" and "ANA" both pass validation, the database decides.
+    await users.create("Ana", "hash", "", "", "rider", None)
+    with pytest.raises(users.UsernameTaken):
+        await users.create("ANA", "hash", "", "", "rider", None)
+    assert (await users.find_for_login("aNA"))[0].username == "Ana"

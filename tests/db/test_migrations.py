@@ -1,0 +1,99 @@
+"""Migration 2 on a database that already has users: names that now count as one keep logging in."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import bcrypt
+import pytest
+from sanic_testing.reusable import ReusableClient
+
+from taxi import db as dbm
+from taxi.app import create_app
+from taxi.config import DatabaseURL
+from taxi.migrations import LATEST, current_version, migrate
+from taxiload.harness import free_port
+from tests.conftest import PG_HOST, PG_PORT, PG_USER, RUN_ID, _admin, make_settings
+from tests.support import PASSWORD, SyncDB
+
+# Accounts created before usernames had a rule: case variants, both Unicode forms of "é", a bidi override.
+OLD_NAMES = ["bob", "BOB", "Jos\u00e9", "Jose\u0301", "al\u202eice"]
+
+
+async def _migrate(url: DatabaseURL, up_to: int | None = None) -> list[int]:
+    database = dbm.make_database(url, 1)
+    await database.aio_connect()
+    try:
+        return await migrate(database, up_to)
+    finally:
+        await database.aio_close()
+
+
+@pytest.fixture(params=["postgresql", "sqlite"])
+def version_1(request, tmp_path) -> Iterator[DatabaseURL]:
+    """A new database at schema version 1, dropped afterwards."""
+    if request.param == "sqlite":
+        url = DatabaseURL(backend="sqlite", name=str(tmp_path / "old.sqlite3"))
+    else:
+        url = DatabaseURL("postgresql", f"taxi_test_{RUN_ID}_v1_{secrets.token_hex(3)}", PG_HOST, PG_PORT, PG_USER)
+        conn = _admin()
+        conn.cursor().execute(f'CREATE DATABASE "{url.name}"')
+        conn.close()
+    asyncio.run(_migrate(url, up_to=1))
+    yield url
+    if not url.is_sqlite:
+        conn = _admin()
+        conn.cursor().execute(f'DROP DATABASE IF EXISTS "{url.name}" WITH (FORCE)')
+        conn.close()
+
+
+def test_existing_accounts_that_now_collide_keep_logging_in(version_1, tmp_path, caplog):
+    sql = SyncDB(version_1)
+    hashed = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(4)).decode()
+    ids = {}
+    for name in OLD_NAMES:
+        sql.execute(
+            "INSERT INTO taxi_user (username, password, role, date_joined) VALUES (%s, %s, %s, %s)",
+            (name, hashed, "rider", datetime.now(UTC).isoformat()),
+        )
+        ids[name] = sql.user_id(name)
+    with caplog.at_level(logging.WARNING, logger="taxi.migrations"):
+        assert asyncio.run(_migrate(version_1)) == list(range(2, LATEST + 1))
+    assert sum("same case-insensitive username" in r.getMessage() for r in caplog.records) == 2
+
+    app = create_app(make_settings(version_1, tmp_path), name=f"taxi_{secrets.token_hex(4)}")
+    with ReusableClient(app, port=free_port()) as client:
+        for name in OLD_NAMES:  # each, typed exactly, still reaches its own account
+            _, resp = client.post("/api/log_in/", json={"username": name, "password": PASSWORD})
+            assert resp.status == 200, (name, resp.text)
+            _, trips = client.get("/api/trip/", headers={"Authorization": f"Bearer {resp.json['access']}"})
+            assert trips.status == 200
+            assert ids[name] == _token_id(resp.json["access"]), name
+        # Typed in another case, a name reaches the oldest account that holds it.
+        _, resp = client.post("/api/log_in/", json={"username": "Bob", "password": PASSWORD})
+        assert resp.status == 200 and _token_id(resp.json["access"]) == ids["bob"]
+        # And nobody can take any variant of a name in use.
+        for name in ("Bob", "JOS\u00c9"):
+            body = {"username": name, "password1": PASSWORD, "password2": PASSWORD, "group": "rider"}
+            _, taken = client.post("/api/sign_up/", json=body)
+            assert taken.status == 400 and list(taken.json) == ["username"], name
+    assert asyncio.run(_current(version_1)) == LATEST
+
+
+def _token_id(token: str) -> int:
+    import jwt
+
+    return int(jwt.decode(token, options={"verify_signature": False})["id"])
+
+
+async def _current(url: DatabaseURL) -> int:
+    database = dbm.make_database(url, 1)
+    await database.aio_connect()
+    try:
+        return await current_version(database)
+    finally:
+        await database.aio_close()
