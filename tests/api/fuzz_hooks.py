@@ -48,7 +48,9 @@ def map_case(ctx: Any, case: Any) -> Any:
         body["password1"] = body["password2"] = password
     username = body.get("username")
     if isinstance(username, str):
-        suffix = str(next(_serial))
+        # "_<n>" with n unique: the last underscore-and-digits of the name is n, so no two names are equal, even
+        # ignoring case ("0" + "10" and "01" + "0" would be).
+        suffix = f"_{next(_serial)}"
         body["username"] = username[: MAX_USERNAME - len(suffix)] + suffix
     photo = body.get("photo")
     if photo is not None and not (isinstance(photo, bytes | bytearray) and _is_image(bytes(photo))):
