@@ -83,8 +83,9 @@ class Accounts:
         bcrypt_rounds: int,
         public_url: str | None,
         limits: LoginLimits,
+        *,
+        rotate_refresh: bool,
         throttle: Throttle | None = None,
-        rotate_refresh: bool = True,
     ) -> None:
         self.tokens = tokens
         self.rotate_refresh = rotate_refresh
