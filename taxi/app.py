@@ -16,18 +16,22 @@ from sanic_ext import openapi
 
 from taxi import __version__
 from taxi import db as dbm
-from taxi.api import auth, connection, health, media, socket, trips
+from taxi.api import auth, connection, drivers, health, media, socket, trips
 from taxi.api.context import AppContext, TaxiApp
 from taxi.api.errors import JSONErrorHandler
 from taxi.api.headers import add_response_headers
 from taxi.api.spec import build_spec
+from taxi.api.ws_transport import allow_no_subprotocol
 from taxi.config import ConfigError, Settings
 from taxi.migrations import LATEST, current_version, migrate
 from taxi.realtime import Hub, LocalBroker, RedisBroker, Relay
 from taxi.realtime.broker import redis_retry
 from taxi.security import TokenIssuer
 from taxi.services.accounts import Accounts, LoginLimits
+from taxi.services.locations import Locations
 from taxi.services.media import Media
+from taxi.services.presence import Presence
+from taxi.services.presence_store import LocalPresenceStore, PresenceStore, RedisPresenceStore
 from taxi.services.throttle import RedisThrottle
 from taxi.services.trip_events import TripEvents
 from taxi.services.trips import Trips
@@ -48,7 +52,8 @@ def create_app(settings: Settings | object | None = None, name: str = "taxi") ->
     app: TaxiApp = Sanic(name, error_handler=JSONErrorHandler(), ctx=_context(settings))
     _configure(app, settings)
 
-    for module in (auth, trips, media, health, socket):
+    allow_no_subprotocol()  # the socket offers the taxi.v2 subprotocol; the reference client offers none
+    for module in (auth, trips, drivers, media, health, socket):
         app.blueprint(module.bp)
         openapi.exclude(bp=module.bp)  # described once, exactly, in taxi.api.spec
     app.ext.openapi.raw(build_spec(settings))
@@ -167,6 +172,7 @@ async def _open_worker(app: TaxiApp) -> None:
     await relay.broker.start()
     app.ctx.relay = relay
     app.ctx.events = TripEvents(relay)
+    store: PresenceStore = LocalPresenceStore()
     if settings.redis_url:
         app.ctx.redis = aioredis.from_url(
             settings.redis_url,
@@ -177,6 +183,10 @@ async def _open_worker(app: TaxiApp) -> None:
             retry_on_error=[RedisConnectionError, RedisTimeoutError],
         )
         app.ctx.accounts.throttle = RedisThrottle(app.ctx.redis, settings.redis_prefix)
+        store = RedisPresenceStore(app.ctx.redis, settings.redis_prefix)
+    app.ctx.presence = Presence(store, settings.dispatch_radius_m, settings.location_stale_s)
+    app.ctx.trips.presence = app.ctx.presence
+    app.ctx.locations = Locations(app.ctx.presence, app.ctx.events, settings.location_min_interval_ms / 1000)
 
 
 async def _close_sockets(app: TaxiApp) -> None:
@@ -187,6 +197,9 @@ async def _close_sockets(app: TaxiApp) -> None:
 
 
 async def _close_worker(app: TaxiApp) -> None:
+    locations = getattr(app.ctx, "locations", None)
+    if locations is not None:
+        await locations.close()
     relay = getattr(app.ctx, "relay", None)
     if relay is not None:
         await relay.broker.stop()

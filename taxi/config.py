@@ -180,6 +180,27 @@ class Settings:
         "largest WebSocket message a client may send, bytes; a larger one closes the socket with 1009",
         low=1024,
     )
+    dispatch_radius_m: int = setting(
+        5000,
+        "TAXI_DISPATCH_RADIUS_M",
+        "a request with a pick-up point reaches the available drivers within this many metres of it "
+        "(great-circle); also the reach of `GET /api/drivers/nearby/`",
+        low=100,
+        high=100_000,
+    )
+    location_stale_s: int = setting(
+        30,
+        "TAXI_LOCATION_STALE_S",
+        "a driver's position older than this many seconds does not count (the driver is not near anywhere)",
+        low=1,
+    )
+    location_min_interval_ms: int = setting(
+        1000,
+        "TAXI_LOCATION_MIN_INTERVAL_MS",
+        "at most one location fix per driver is applied per this many milliseconds; the newest of a burst is "
+        "applied when it has passed, the ones between are dropped",
+        low=0,
+    )
     login_attempts_per_user: int = setting(
         10,
         "TAXI_LOGIN_ATTEMPTS_PER_USER",

@@ -15,12 +15,19 @@ import orjson
 
 from taxi.domain import STATUSES
 from taxi.errors import PermissionDenied, ValidationFailed
-from taxi.schemas import TripRequest, parse_trip_id, parse_trip_request
+from taxi.schemas import LocationFix, TripRequest, parse_location_fix, parse_trip_id, parse_trip_request
 
 ECHO = "echo.message"
 CREATE_TRIP = "create.trip"
 UPDATE_TRIP = "update.trip"
 ERROR = "error"
+# Protocol version 2 (a socket opts in with the taxi.v2 subprotocol or ?protocol=2). A version 1 socket never
+# receives these: the reference client treats every message it gets as a trip.
+UPDATE_LOCATION = "update.location"
+UPDATE_AVAILABILITY = "update.availability"
+DRIVER_LOCATION = "driver.location"
+V2_SUBPROTOCOL = "taxi.v2"
+V2_TYPES = (UPDATE_LOCATION, UPDATE_AVAILABILITY)
 
 
 class ProtocolError(Exception):
@@ -49,7 +56,17 @@ class UpdateTrip:
     rider_claim: int | None  # the rider the driver believes the trip has: the trip rules check it
 
 
-Command = Echo | CreateTrip | UpdateTrip
+@dataclass(frozen=True)
+class UpdateLocation:
+    fix: LocationFix
+
+
+@dataclass(frozen=True)
+class UpdateAvailability:
+    available: bool
+
+
+Command = Echo | CreateTrip | UpdateTrip | UpdateLocation | UpdateAvailability
 
 
 def frame(kind: str, data: Any) -> str:
@@ -80,8 +97,8 @@ def parse_envelope(raw: str | bytes) -> tuple[str, Any]:
     return kind, message.get("data")
 
 
-def parse_command(kind: str, data: Any, caller_id: int) -> Command:
-    """The command a message of ``caller_id`` carries.
+def parse_command(kind: str, data: Any, caller_id: int, version: int = 1) -> Command:
+    """The command a message of ``caller_id``, on a socket of protocol ``version``, carries.
 
     ValidationFailed (code ``invalid``) for bad fields; PermissionDenied when the payload names someone else
     as the author (the reference client repeats its own id as ``rider`` or ``driver``).
@@ -100,9 +117,25 @@ def parse_command(kind: str, data: Any, caller_id: int) -> Command:
             raise ValidationFailed.field("status", f"Must be one of {', '.join(STATUSES)}.")
         check_identity(body.get("driver"), caller_id, "driver")
         return UpdateTrip(trip_id, status, identity_of(body.get("rider"), "rider"))
-    raise ProtocolError(
-        "unknown_type", f"Unknown message type {kind[:64]!r}: expected {ECHO}, {CREATE_TRIP} or {UPDATE_TRIP}."
-    )
+    if kind in V2_TYPES:
+        if version < 2:
+            raise ProtocolError(
+                "unknown_type",
+                f"{kind} is a message of protocol version 2: connect with the {V2_SUBPROTOCOL} subprotocol "
+                "or ?protocol=2 to use it.",
+            )
+        return _parse_v2(kind, require_data(data))
+    expected = (ECHO, CREATE_TRIP, UPDATE_TRIP, *(V2_TYPES if version >= 2 else ()))
+    raise ProtocolError("unknown_type", f"Unknown message type {kind[:64]!r}: expected one of {', '.join(expected)}.")
+
+
+def _parse_v2(kind: str, body: dict[str, Any]) -> Command:
+    if kind == UPDATE_LOCATION:
+        return UpdateLocation(parse_location_fix(body))
+    available = body.get("available")
+    if not isinstance(available, bool):
+        raise ValidationFailed.field("available", f"Expected true or false, got {type(available).__name__}.")
+    return UpdateAvailability(available)
 
 
 def require_data(data: Any) -> dict[str, Any]:

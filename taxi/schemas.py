@@ -7,6 +7,7 @@ once, the way the reference client expects to display them.
 from __future__ import annotations
 
 import datetime as dt
+import math
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from typing import Any
 from taxi import usernames
 from taxi.domain import GROUPS, parse_timestamp
 from taxi.errors import ValidationFailed
+from taxi.geo import Point
 from taxi.usernames import MAX_USERNAME
 
 MAX_NAME = 150
@@ -24,6 +26,7 @@ MAX_TOKEN = 4096
 # A typed username may arrive decomposed (longer than its NFKC form, to which the 150 applies).
 MAX_LOGIN_USERNAME = 4 * MAX_USERNAME
 MAX_ADDRESS = 255
+MAX_SPEED = 1000.0  # m/s: no car, but a sane bound for a GPS glitch
 
 REQUIRED = "This field is required."
 
@@ -41,6 +44,18 @@ class SignUp:
 class TripRequest:
     pick_up_address: str
     drop_off_address: str
+    pick_up_location: Point | None = None
+    drop_off_location: Point | None = None
+
+
+@dataclass(frozen=True)
+class LocationFix:
+    """A driver's position as sent: degrees, an optional heading (degrees from north) and speed (m/s)."""
+
+    lat: float
+    lng: float
+    heading: float | None = None
+    speed: float | None = None
 
 
 class _Errors:
@@ -137,8 +152,68 @@ def parse_trip_request(data: Mapping[str, Any]) -> TripRequest:
     errors = _Errors()
     pick_up = _text(data, "pick_up_address", errors, required=True, max_length=MAX_ADDRESS)
     drop_off = _text(data, "drop_off_address", errors, required=True, max_length=MAX_ADDRESS)
+    pick_up_location = _optional_point(data, "pick_up_location", errors)
+    drop_off_location = _optional_point(data, "drop_off_location", errors)
     errors.raise_if_any()
-    return TripRequest(pick_up.strip() or pick_up, drop_off.strip() or drop_off)
+    return TripRequest(pick_up.strip() or pick_up, drop_off.strip() or drop_off, pick_up_location, drop_off_location)
+
+
+def _number(data: Mapping[str, Any], name: str, low: float, high: float, errors: _Errors, prefix: str = "") -> float:
+    """A finite JSON number in [low, high]; ``prefix`` names the object it belongs to in the message."""
+    value = data.get(name)
+    if value is None:
+        errors.add(prefix or name, f"{prefix and name + ': '}{REQUIRED}")
+        return 0.0
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        errors.add(prefix or name, f"{prefix and name + ': '}Expected a number, got {type(value).__name__}.")
+        return 0.0
+    number = float(value)
+    if not math.isfinite(number) or not low <= number <= high:
+        errors.add(prefix or name, f"{prefix and name + ': '}Must be a number between {low:g} and {high:g}.")
+        return 0.0
+    return number
+
+
+def _point(data: Mapping[str, Any], errors: _Errors, prefix: str = "") -> Point:
+    return Point(_number(data, "lat", -90, 90, errors, prefix), _number(data, "lng", -180, 180, errors, prefix))
+
+
+def _optional_point(data: Mapping[str, Any], name: str, errors: _Errors) -> Point | None:
+    value = data.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        errors.add(name, f'Expected an object {{"lat", "lng"}}, got {type(value).__name__}.')
+        return None
+    return _point(value, errors, prefix=name)
+
+
+def parse_location_fix(data: Mapping[str, Any]) -> LocationFix:
+    """``update.location``: lat in [-90, 90], lng in [-180, 180], optional heading [0, 360] and speed >= 0."""
+    errors = _Errors()
+    point = _point(data, errors)
+    heading = None if data.get("heading") is None else _number(data, "heading", 0, 360, errors)
+    speed = None if data.get("speed") is None else _number(data, "speed", 0, MAX_SPEED, errors)
+    errors.raise_if_any()
+    return LocationFix(point.lat, point.lng, heading, speed)
+
+
+def parse_coordinates(lat: list[str], lng: list[str]) -> Point:
+    """``?lat=&lng=`` of a query string, each given once."""
+    errors = _Errors()
+    values: dict[str, Any] = {}
+    for name, given in (("lat", lat), ("lng", lng)):
+        if len(given) > 1:
+            errors.add(name, f"Give one value, got {len(given)}.")
+        elif given:
+            try:
+                values[name] = float(given[0])
+            except ValueError:
+                errors.add(name, f"Expected a number, got {given[0][:32]!r}.")
+    if not errors.errors:
+        point = _point(values, errors)
+    errors.raise_if_any()
+    return point
 
 
 def parse_trip_id(value: Any, field: str = "id") -> uuid.UUID:

@@ -17,7 +17,9 @@ from taxi.config import Settings
 from taxi.realtime import Relay, Session
 from taxi.security import TokenIssuer
 from taxi.services.accounts import Accounts
+from taxi.services.locations import Locations
 from taxi.services.media import Media
+from taxi.services.presence import Presence
 from taxi.services.trip_events import TripEvents
 from taxi.services.trips import Trips
 
@@ -35,6 +37,8 @@ class AppContext:
     database: Any = field(init=False)  # the worker's peewee-async database (pool)
     relay: Relay = field(init=False)
     events: TripEvents[Session] = field(init=False)
+    presence: Presence = field(init=False)
+    locations: Locations = field(init=False)
     redis: aioredis.Redis | None = field(init=False, default=None)
 
 

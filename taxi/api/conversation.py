@@ -6,17 +6,24 @@ documented shape and the socket stays open, except for a user deactivated since 
 
 from __future__ import annotations
 
+import functools
 import logging
 import uuid
+from collections.abc import Callable
 
-from taxi.errors import APIError, AuthenticationFailed, ServiceUnavailable, ValidationFailed
+from taxi.domain import COMPLETED, STARTED
+from taxi.errors import APIError, AuthenticationFailed, BrokerUnavailable, ServiceUnavailable, ValidationFailed
 from taxi.protocol import (
     CREATE_TRIP,
     ECHO,
+    UPDATE_AVAILABILITY,
+    UPDATE_LOCATION,
     UPDATE_TRIP,
     CreateTrip,
     Echo,
     ProtocolError,
+    UpdateAvailability,
+    UpdateLocation,
     UpdateTrip,
     error_frame,
     frame,
@@ -25,22 +32,39 @@ from taxi.protocol import (
 )
 from taxi.realtime import Session
 from taxi.services.accounts import Caller
-from taxi.services.trip_events import TripEvents
+from taxi.services.locations import Locations
+from taxi.services.presence import Presence
+from taxi.services.trip_events import EVERY_DRIVER, Audience, TripEvents
 from taxi.services.trips import Trips, require_driver, require_rider
 
 log = logging.getLogger("taxi.socket")
 
 POLICY_VIOLATION = 1008
 # Who may send which message: checked before the message is parsed, so a wrong role hears "forbidden" first.
-ROLE_CHECKS = {CREATE_TRIP: require_rider, UPDATE_TRIP: require_driver}
+ROLE_CHECKS: dict[str, Callable[[Caller], None]] = {
+    CREATE_TRIP: require_rider,
+    UPDATE_TRIP: require_driver,
+    UPDATE_LOCATION: functools.partial(require_driver, action="send a location"),
+    UPDATE_AVAILABILITY: functools.partial(require_driver, action="change their availability"),
+}
 
 
 class Conversation:
-    def __init__(self, caller: Caller, session: Session, events: TripEvents[Session], trips: Trips) -> None:
+    def __init__(
+        self,
+        caller: Caller,
+        session: Session,
+        events: TripEvents[Session],
+        trips: Trips,
+        presence: Presence,
+        locations: Locations,
+    ) -> None:
         self.caller = caller
         self.session = session
         self.events = events
         self.trips = trips
+        self.presence = presence
+        self.locations = locations
 
     def reply(self, text: str) -> None:
         self.session.offer(text)
@@ -50,13 +74,7 @@ class Conversation:
             kind, data = parse_envelope(raw)
             if (check := ROLE_CHECKS.get(kind)) is not None:
                 check(self.caller)
-            command = parse_command(kind, data, self.caller.id)
-            if isinstance(command, Echo):
-                self.reply(frame(ECHO, command.data))
-            elif isinstance(command, CreateTrip):
-                await self.create_trip(command)
-            else:
-                await self.update_trip(command)
+            await self.apply(parse_command(kind, data, self.caller.id, self.session.version))
         except ProtocolError as exc:
             self.reply(error_frame(exc.code, exc.detail))
         except ValidationFailed as exc:
@@ -68,12 +86,27 @@ class Conversation:
         except ServiceUnavailable as exc:
             log.warning("socket of user %d: %s", self.caller.id, exc.cause or exc.detail)
             self.reply(error_frame(exc.code, exc.detail))
+        except BrokerUnavailable as exc:
+            log.warning("socket of user %d: %s", self.caller.id, exc)
+            self.reply(error_frame("unavailable", "The service is temporarily unavailable; try again shortly."))
         except APIError as exc:
             self.reply(error_frame(exc.code, exc.detail))
         except Exception:
             # Our bug, not the client's: say so, keep the socket, and log without the URL (it holds the token).
             log.exception("socket of user %d: a message failed unexpectedly", self.caller.id)
             self.reply(error_frame("internal_error", "The message could not be processed."))
+
+    async def apply(self, command: Echo | CreateTrip | UpdateTrip | UpdateLocation | UpdateAvailability) -> None:
+        if isinstance(command, Echo):
+            self.reply(frame(ECHO, command.data))
+        elif isinstance(command, CreateTrip):
+            await self.create_trip(command)
+        elif isinstance(command, UpdateTrip):
+            await self.update_trip(command)
+        elif isinstance(command, UpdateLocation):
+            self.locations.fix(self.caller.id, command.fix)  # no reply: a phone sends these every few seconds
+        else:
+            await self.presence.switch(self.caller.id, command.available)
 
     async def create_trip(self, command: CreateTrip) -> None:
         trip_id = uuid.uuid4()
@@ -83,8 +116,31 @@ class Conversation:
         except BaseException:
             self.events.request_failed(self.session, str(trip_id))
             raise
-        await self.events.requested(self.session, trip.id, self.trips.out(trip))
+        audience: Audience | None
+        try:
+            audience = await self.presence.audience(command.form.pick_up_location)
+            if audience.only:  # its acceptance goes to the same drivers: remember them before any can accept
+                await self.presence.store.remember_sent(trip.id, audience.only)
+        except BrokerUnavailable as exc:
+            log.warning("socket of user %d: no dispatch for trip %s: %s", self.caller.id, trip.id, exc)
+            audience = None
+        await self.events.requested(self.session, trip.id, self.trips.out(trip), audience)
 
     async def update_trip(self, command: UpdateTrip) -> None:
         trip = await self.trips.advance(self.caller, command.trip_id, command.status, command.rider_claim)
-        await self.events.updated(self.session, trip.id, command.status, self.trips.out(trip))
+        reached = EVERY_DRIVER
+        if command.status == STARTED:
+            self.locations.trip_started(self.caller.id, trip.id)
+            if trip.pick_up_location is not None:
+                reached = await self._reached(trip.id)
+        elif command.status == COMPLETED:
+            self.locations.trip_ended(self.caller.id, trip.id)
+        await self.events.updated(self.session, trip.id, command.status, await self.trips.out_live(trip), reached)
+
+    async def _reached(self, trip_id: str) -> Audience:
+        """The drivers a located request was sent to (they must hear it is taken); nobody if unknown."""
+        try:
+            return Audience(only=frozenset(await self.presence.store.take_sent(trip_id)))
+        except BrokerUnavailable as exc:
+            log.warning("trip %s taken, but who heard of it could not be read: %s", trip_id, exc)
+            return Audience(only=frozenset())

@@ -1,8 +1,9 @@
 """The /taxi/ WebSocket route: the reference client's envelope ``{"type", "data"}`` both ways.
 
-The handshake is refused (401) unless the query string carries a valid access token. Before the first
-client message is read the socket joins its groups (see the trip-event policy). Bad messages get
-``{"type": "error", "data": {"code", "detail"}}`` and the socket stays open.
+The handshake is refused (401) unless the query string carries a valid access token. A client opts in to
+protocol version 2 by offering the ``taxi.v2`` subprotocol (selected in the handshake) or with ``?protocol=2``.
+Before the first client message is read the socket joins its groups (see the trip-event policy). Bad messages
+get ``{"type": "error", "data": {"code", "detail"}}`` and the socket stays open.
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ from taxi.api.context import TaxiRequest
 from taxi.api.conversation import Conversation
 from taxi.api.guard import authenticate_token
 from taxi.api.ws_transport import refuse_invalid_utf8, session_for
-from taxi.errors import BrokerUnavailable, ServiceUnavailable
+from taxi.domain import DRIVER
+from taxi.errors import BrokerUnavailable, ServiceUnavailable, ValidationFailed
+from taxi.protocol import V2_SUBPROTOCOL
 from taxi.services.accounts import Caller
 
 log = logging.getLogger("taxi.socket")
@@ -30,25 +33,37 @@ UNAVAILABLE_CLOSE = 1013
 async def handshake_guard(request: TaxiRequest) -> None:
     """Runs before the upgrade: a bad token gets a plain 401, never an accepted-then-dropped socket."""
     request.ctx.caller = await authenticate_token(request, request.args.get("token"))
+    asked = request.get_args(keep_blank_values=True).getlist("protocol")
+    if asked not in ([], ["1"], ["2"]):
+        raise ValidationFailed.field("protocol", f"Must be 1 or 2, got {', '.join(asked)[:32]!r}.")
 
 
-@bp.websocket("/taxi/")
+def protocol_version(request: TaxiRequest, ws: WebsocketImplProtocol) -> int:
+    return 2 if ws.subprotocol == V2_SUBPROTOCOL or request.args.get("protocol") == "2" else 1
+
+
+@bp.websocket("/taxi/", subprotocols=[V2_SUBPROTOCOL])
 async def taxi_socket(request: TaxiRequest, ws: WebsocketImplProtocol) -> None:
     refuse_invalid_utf8(ws)
     caller: Caller = request.ctx.caller
     ctx = request.app.ctx
-    session = session_for(ws, ctx.settings.ws_queue_size, label=f"user {caller.id}")
+    version = protocol_version(request, ws)
+    session = session_for(ws, ctx.settings.ws_queue_size, f"user {caller.id}", caller.id, version)
     ctx.relay.open(session)
+    driver = caller.group == DRIVER
     try:
         try:
-            await ctx.events.connected(session, caller.group, await ctx.trips.open_trip_ids(caller))
+            open_trips = await ctx.trips.open_trip_ids(caller)
+            await ctx.events.connected(session, caller.group, open_trips)
         except (BrokerUnavailable, ServiceUnavailable) as exc:
             # Without its groups the socket would silently miss events: refuse it, the client retries.
             log.warning("socket of user %d refused: %r", caller.id, exc)
             ws.fail_connection(UNAVAILABLE_CLOSE, "service unavailable; try again shortly")
             return
+        if driver:
+            ctx.locations.connected(caller.id, open_trips)  # a driver's open trips are the ones it drives
         session.start()
-        conversation = Conversation(caller, session, ctx.events, ctx.trips)
+        conversation = Conversation(caller, session, ctx.events, ctx.trips, ctx.presence, ctx.locations)
         while not session.closed:
             raw = await ws.recv()
             if raw is None:
@@ -58,3 +73,5 @@ async def taxi_socket(request: TaxiRequest, ws: WebsocketImplProtocol) -> None:
         # The task is cancelled when the client goes away: cleanup must not await.
         ctx.relay.leave_all(session)
         session.stop()
+        if driver:
+            ctx.locations.disconnected(caller.id)

@@ -10,6 +10,7 @@ from taxi.domain import GROUPS, STATUSES
 from taxi.schemas import MAX_ADDRESS, MAX_LOGIN_USERNAME, MAX_NAME, MAX_PASSWORD, MAX_TOKEN, MAX_USERNAME, MIN_PASSWORD
 from taxi.security import BCRYPT_MAX_BYTES
 from taxi.services.media import ACCEPTED, FORMATS
+from taxi.services.presence import NEARBY_LIMIT
 from taxi.usernames import PATTERN as USERNAME_PATTERN
 from taxi.usernames import RULE as USERNAME_RULE
 
@@ -80,9 +81,49 @@ SCHEMAS: dict[str, Any] = {
             "photo": {"type": "string", "nullable": True, "description": "URL of the photo, or null"},
         },
     },
+    "Point": {
+        "type": "object",
+        "required": ["lat", "lng"],
+        "properties": {
+            "lat": {"type": "number", "minimum": -90, "maximum": 90},
+            "lng": {"type": "number", "minimum": -180, "maximum": 180},
+        },
+    },
+    "DriverLocation": {
+        "type": "object",
+        "required": ["lat", "lng", "heading", "speed", "at"],
+        "properties": {
+            "lat": {"type": "number", "minimum": -90, "maximum": 90},
+            "lng": {"type": "number", "minimum": -180, "maximum": 180},
+            "heading": {"type": "number", "minimum": 0, "maximum": 360, "nullable": True},
+            "speed": {"type": "number", "minimum": 0, "nullable": True, "description": "metres per second"},
+            "at": {"type": "string", "format": "date-time", "description": "when the server received the fix"},
+        },
+    },
+    "NearbyDriver": {
+        "type": "object",
+        "required": ["lat", "lng", "heading"],
+        "properties": {
+            "lat": {"type": "number", "description": "rounded to 3 decimals (about 100 m)"},
+            "lng": {"type": "number", "description": "rounded to 3 decimals (about 100 m)"},
+            "heading": {"type": "number", "nullable": True},
+        },
+    },
     "Trip": {
         "type": "object",
-        "required": ["id", "created", "updated", "pick_up_address", "drop_off_address", "status", "driver", "rider"],
+        "required": [
+            "id",
+            "created",
+            "updated",
+            "pick_up_address",
+            "drop_off_address",
+            "status",
+            "driver",
+            "rider",
+            "pick_up_location",
+            "drop_off_location",
+            "driver_location",
+        ],
         "properties": {
             "id": {"type": "string", "format": "uuid"},
             "created": {"type": "string", "format": "date-time"},
@@ -92,6 +133,13 @@ SCHEMAS: dict[str, Any] = {
             "status": {"type": "string", "enum": list(STATUSES)},
             "driver": {"allOf": [_ref("User")], "nullable": True},
             "rider": {"allOf": [_ref("User")], "nullable": True},
+            "pick_up_location": {"allOf": [_ref("Point")], "nullable": True},
+            "drop_off_location": {"allOf": [_ref("Point")], "nullable": True},
+            "driver_location": {
+                "allOf": [_ref("DriverLocation")],
+                "nullable": True,
+                "description": "the driver's last position while the trip is STARTED or IN_PROGRESS, else null",
+            },
         },
     },
     "TokenPair": {
@@ -224,7 +272,9 @@ def _trip_paths(settings: Settings) -> dict[str, Any]:
             "get": {
                 "tags": ["trips"],
                 "summary": "The trips the caller may see, newest first",
-                "description": "A rider sees their own trips; a driver sees every REQUESTED trip and the trips they drive.",
+                "description": "A rider sees their own trips; a driver sees the trips they drive and the REQUESTED "
+                "trips they could accept: those without a pick-up location, and those whose pick-up is within "
+                f"{settings.dispatch_radius_m} m of the driver's fresh position.",
                 "operationId": "trip_list",
                 "security": _BEARER,
                 "parameters": [
@@ -262,6 +312,33 @@ def _trip_paths(settings: Settings) -> dict[str, Any]:
     }
 
 
+def _driver_paths(settings: Settings) -> dict[str, Any]:
+    def coordinate(name: str, bound: int) -> dict[str, Any]:
+        schema = {"type": "number", "minimum": -bound, "maximum": bound}
+        return {"name": name, "in": "query", "required": True, "schema": schema}
+
+    return {
+        "/api/drivers/nearby/": {
+            "get": {
+                "tags": ["trips"],
+                "summary": "Available drivers near a point, for a rider's map",
+                "description": f"At most {NEARBY_LIMIT} available drivers within {settings.dispatch_radius_m} m, "
+                "nearest first, with positions rounded to about 100 m and no identities. Riders only.",
+                "operationId": "drivers_nearby",
+                "security": _BEARER,
+                "parameters": [coordinate("lat", 90), coordinate("lng", 180)],
+                "responses": {
+                    "200": _json({"type": "array", "items": _ref("NearbyDriver")}, "Drivers, nearest first"),
+                    "400": _INVALID,
+                    "401": _UNAUTHENTICATED,
+                    "403": _json(_DETAIL, "The caller is not a rider"),
+                    "503": _UNAVAILABLE,
+                },
+            }
+        }
+    }
+
+
 def _sign_up_form(settings: Settings) -> dict[str, Any]:
     return {
         "type": "object",
@@ -294,6 +371,6 @@ def _with_request_errors(paths: dict[str, Any]) -> dict[str, Any]:
 def build_spec(settings: Settings) -> dict[str, Any]:
     """The description for this deployment, from the constants and settings the handlers check against."""
     return {
-        "paths": _with_request_errors({**PATHS, **_trip_paths(settings)}),
+        "paths": _with_request_errors({**PATHS, **_trip_paths(settings), **_driver_paths(settings)}),
         "components": {"schemas": {**SCHEMAS, "SignUpForm": _sign_up_form(settings)}},
     }

@@ -39,4 +39,4 @@ async def trip_detail(request: TaxiRequest, trip_id: str) -> HTTPResponse:
         await active_user(request.ctx.claims["id"])  # a refused user hears 401 first, whatever the path
         raise NotFound("Not found.") from None
     trips = request.app.ctx.trips
-    return json_response(trips.out(await trips.get_for_user(request.ctx.claims["id"], tid)))
+    return json_response(await trips.out_live(await trips.get_for_user(request.ctx.claims["id"], tid)))

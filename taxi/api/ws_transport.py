@@ -9,13 +9,16 @@ kept here, behind one function, and pinned: a test fails when Sanic is not the v
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import sanic
+from sanic.server.protocols import websocket_protocol
 from sanic.server.websockets.frame import WebsocketFrameAssembler
 from sanic.server.websockets.impl import WebsocketImplProtocol
 from websockets.frames import Frame
 from websockets.protocol import State
+from websockets.server import ServerProtocol
+from websockets.typing import Subprotocol
 
 from taxi.realtime import Session
 
@@ -27,9 +30,11 @@ WRITTEN_FOR_SANIC = "25.12.1"
 INVALID_DATA_CLOSE = 1007  # RFC 6455 7.4.1: data inconsistent with the message type (text that is not UTF-8)
 
 
-def session_for(ws: WebsocketImplProtocol, queue_size: int, label: str) -> Session:
+def session_for(ws: WebsocketImplProtocol, queue_size: int, label: str, user: int, version: int) -> Session:
     """The outbound side of one socket: queued sends through Sanic, direct writes while the socket is idle."""
-    return Session(ws.send, ws.fail_connection, queue_size, label=label, write_now=direct_writer(ws))
+    return Session(
+        ws.send, ws.fail_connection, queue_size, label=label, write_now=direct_writer(ws), user=user, version=version
+    )
 
 
 def refuse_invalid_utf8(ws: WebsocketImplProtocol) -> None:
@@ -53,6 +58,22 @@ class _CheckedAssembler(WebsocketFrameAssembler):
             self.chunks = []
             log.debug("socket closed with %d: a text frame was not UTF-8", INVALID_DATA_CLOSE)
             self.protocol.fail_connection(INVALID_DATA_CLOSE, "invalid UTF-8 in a text frame")
+
+
+class _OptionalSubprotocols(ServerProtocol):
+    """The websockets handshake, where a subprotocol is an option: a client that offers none of ours still connects
+    (the reference client offers none). websockets' own rule fails such a handshake with "missing subprotocol"
+    as soon as the server names any subprotocol."""
+
+    def select_subprotocol(self, subprotocols: Sequence[Subprotocol]) -> Subprotocol | None:
+        available = self.available_subprotocols or []
+        return next((offered for offered in subprotocols if offered in available), None)
+
+
+def allow_no_subprotocol() -> None:
+    """Make Sanic's WebSocket handshake use ``_OptionalSubprotocols`` (it builds the websockets protocol itself, by
+    this module-level name). Idempotent; called by ``create_app``."""
+    websocket_protocol.ServerProtocol = _OptionalSubprotocols  # type: ignore[misc]
 
 
 def direct_writer(ws: WebsocketImplProtocol) -> Callable[[str], bool]:

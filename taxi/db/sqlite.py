@@ -17,12 +17,19 @@ from peewee_async.pool import PoolBackend
 from peewee_async.utils import ConnectionProtocol
 
 from taxi.db.outage import outage_as_unavailable
+from taxi.geo import distance_m
 
 PRAGMAS = (
     "PRAGMA foreign_keys=ON",
     "PRAGMA busy_timeout=10000",
     "PRAGMA synchronous=NORMAL",
 )
+
+
+def _distance_m(a_lat: float | None, a_lng: float | None, b_lat: float | None, b_lng: float | None) -> float | None:
+    if a_lat is None or a_lng is None or b_lat is None or b_lng is None:
+        return None  # as PostgreSQL's RETURNS NULL ON NULL INPUT
+    return distance_m(a_lat, a_lng, b_lat, b_lng)
 
 
 class SqlitePool(PoolBackend):
@@ -57,6 +64,8 @@ class SqlitePool(PoolBackend):
         try:
             for pragma in PRAGMAS:
                 await conn.execute(pragma)
+            # The SQL function migration 4 creates on PostgreSQL; the same formula, so both backends agree.
+            await conn.create_function("taxi_distance_m", 4, _distance_m, deterministic=True)
         except BaseException:
             await conn.close()
             raise

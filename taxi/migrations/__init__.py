@@ -44,6 +44,38 @@ _NEWEST_FIRST_INDEXES = (
     "CREATE INDEX taxi_trip_driver_created ON taxi_trip (driver_id, created DESC, id DESC)",
 )
 
+# Trip locations (nearby dispatch). New nullable columns: PostgreSQL adds them without rewriting the table, and the
+# pair checks are NOT VALID (every existing row is NULL, so nothing needs scanning; new rows are checked).
+_LOCATION_COLUMNS = ("pick_up_lat", "pick_up_lng", "drop_off_lat", "drop_off_lng")
+_PAIRS = ("pick_up", "drop_off")
+# A driver is busy while it drives a trip that is STARTED or IN_PROGRESS: dispatch asks this index.
+_ACTIVE_DRIVER_INDEX = (
+    "CREATE INDEX taxi_trip_active_driver ON taxi_trip (driver_id) WHERE status IN ('STARTED', 'IN_PROGRESS')"
+)
+# The great-circle distance in metres, haversine on H3's mean Earth radius: taxi.geo.distance_m in SQL. SQLite
+# gets the Python function itself on every connection (taxi/db/sqlite.py).
+_DISTANCE_FUNCTION = """CREATE FUNCTION taxi_distance_m(
+        a_lat DOUBLE PRECISION, a_lng DOUBLE PRECISION, b_lat DOUBLE PRECISION, b_lng DOUBLE PRECISION)
+    RETURNS DOUBLE PRECISION LANGUAGE sql IMMUTABLE PARALLEL SAFE RETURNS NULL ON NULL INPUT AS $$
+    SELECT 2 * 6371007.180918475 * asin(least(1.0, sqrt(
+        power(sin(radians(b_lat - a_lat) / 2), 2)
+        + cos(radians(a_lat)) * cos(radians(b_lat)) * power(sin(radians(b_lng - a_lng) / 2), 2))))
+$$"""
+_LOCATIONS_POSTGRESQL: tuple[str, ...] = (
+    "ALTER TABLE taxi_trip " + ", ".join(f"ADD COLUMN {c} DOUBLE PRECISION" for c in _LOCATION_COLUMNS),
+    *(
+        f"ALTER TABLE taxi_trip ADD CONSTRAINT taxi_trip_{pair}_point CHECK (({pair}_lat IS NULL) = ({pair}_lng IS NULL)"
+        f" AND {pair}_lat BETWEEN -90 AND 90 AND {pair}_lng BETWEEN -180 AND 180) NOT VALID"
+        for pair in _PAIRS
+    ),
+    _ACTIVE_DRIVER_INDEX,
+    _DISTANCE_FUNCTION,
+)
+_LOCATIONS_SQLITE: tuple[str, ...] = (
+    *(f"ALTER TABLE taxi_trip ADD COLUMN {c} REAL" for c in _LOCATION_COLUMNS),
+    _ACTIVE_DRIVER_INDEX,
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         1,
@@ -116,6 +148,12 @@ MIGRATIONS: tuple[Migration, ...] = (
         "trip list indexes ordered like the lists (created, then id)",
         postgresql=_NEWEST_FIRST_INDEXES,
         sqlite=_NEWEST_FIRST_INDEXES,
+    ),
+    Migration(
+        4,
+        "trip pick-up and drop-off locations, and the index of busy drivers",
+        postgresql=_LOCATIONS_POSTGRESQL,
+        sqlite=_LOCATIONS_SQLITE,
     ),
 )
 

@@ -15,9 +15,10 @@ from typing import Any, NamedTuple
 
 from taxi import db as dbm
 from taxi.domain import STARTED
+from taxi.geo import Point
 from taxi.queries.rows import select_list, split
 from taxi.queries.users import UserRow, load_active, user_columns
-from taxi.schemas import iso
+from taxi.schemas import TripRequest, iso
 
 
 class _TripFields(NamedTuple):
@@ -27,6 +28,10 @@ class _TripFields(NamedTuple):
     pick_up_address: str
     drop_off_address: str
     status: str
+    pick_up_lat: float | None
+    pick_up_lng: float | None
+    drop_off_lat: float | None
+    drop_off_lng: float | None
 
 
 @dataclass(frozen=True)
@@ -41,6 +46,8 @@ class TripRow:
     status: str
     rider: UserRow | None
     driver: UserRow | None
+    pick_up_location: Point | None = None
+    drop_off_location: Point | None = None
 
     @property
     def rider_id(self) -> int | None:
@@ -71,12 +78,16 @@ def _select(trip_columns: dict[str, str], source: str = "taxi_trip") -> str:
 
 
 _NEWEST = "ORDER BY t.created DESC, t.id DESC LIMIT {limit}"
+# A driver sees the REQUESTED trips it could accept and the trips they drive: a request without a pick-up point,
+# or one within {radius} metres of the driver's position ({lat}, {lng}; NULL when it has no fresh one, and then
+# no located request matches: the distance of NULL is NULL).
+_COULD_ACCEPT = "(pick_up_lat IS NULL OR taxi_distance_m(pick_up_lat, pick_up_lng, {lat}, {lng}) <= {radius})"
 # A driver sees every REQUESTED trip and the trips they drive. One WHERE with an OR would join, format and sort
 # every REQUESTED row before the LIMIT; instead each half is read newest first from its own index, at most
 # {limit} rows of it (the second half leaves out REQUESTED rows: no trip is counted twice), and only those are
 # joined and sorted. Same rows, same order (created, then id, both descending): migration 3 puts id in the indexes.
 _DRIVER_TRIPS = (
-    "(SELECT * FROM (SELECT * FROM taxi_trip WHERE status = 'REQUESTED' "
+    "(SELECT * FROM (SELECT * FROM taxi_trip WHERE status = 'REQUESTED' AND " + _COULD_ACCEPT + " "
     "ORDER BY created DESC, id DESC LIMIT {limit}) open_requests "
     "UNION ALL SELECT * FROM (SELECT * FROM taxi_trip WHERE driver_id = {me} AND status <> 'REQUESTED' "
     "ORDER BY created DESC, id DESC LIMIT {limit}) driven)"
@@ -85,7 +96,7 @@ _VISIBLE_TO = {
     "rider": ("taxi_trip", "WHERE t.rider_id = {me} "),
     "driver": (_DRIVER_TRIPS, ""),
 }
-_PARAMETER = re.compile(r"\{(me|limit)\}")
+_PARAMETER = re.compile(r"\{(me|limit|lat|lng|radius)\}")
 
 
 class _Named:
@@ -138,6 +149,10 @@ def _reads() -> _Reads:
     return _PG if dbm.is_postgresql() else _SQLITE
 
 
+def _point(lat: float | None, lng: float | None) -> Point | None:
+    return None if lat is None or lng is None else Point(lat, lng)
+
+
 def _trip(fields: _TripFields, rider: UserRow, driver: UserRow) -> TripRow:
     if dbm.is_postgresql():
         trip_id, created, updated = fields.id, fields.created, fields.updated
@@ -152,6 +167,8 @@ def _trip(fields: _TripFields, rider: UserRow, driver: UserRow) -> TripRow:
         fields.status,
         rider if rider.id is not None else None,
         driver if driver.id is not None else None,
+        _point(fields.pick_up_lat, fields.pick_up_lng),
+        _point(fields.drop_off_lat, fields.drop_off_lng),
     )
 
 
@@ -169,21 +186,37 @@ async def get(trip_id: uuid.UUID) -> TripRow | None:
     return _trip_row(rows[0]) if rows else None
 
 
-async def visible_to(user_id: int, role: str, limit: int) -> list[TripRow]:
-    """The newest trips a user of ``role`` may see: a rider's own; a driver's, and every open request."""
+class Reach(NamedTuple):
+    """Where a driver is (None: no fresh position) and how far requests reach."""
+
+    lat: float | None
+    lng: float | None
+    radius: float
+
+
+NOWHERE = Reach(None, None, 0.0)
+
+
+async def visible_to(user_id: int, role: str, limit: int, reach: Reach = NOWHERE) -> list[TripRow]:
+    """The newest trips a user of ``role`` may see: a rider's own; a driver's, and the requests it could accept
+    from where it is (``reach``)."""
     statement = _reads().lists[role]
-    return [_trip_row(row) for row in await dbm.fetch_all(statement.sql, statement.args(me=user_id, limit=limit))]
+    values = statement.args(me=user_id, limit=limit, lat=reach.lat, lng=reach.lng, radius=reach.radius)
+    return [_trip_row(row) for row in await dbm.fetch_all(statement.sql, values)]
 
 
-async def caller_and_visible(user_id: int, role: str, limit: int) -> tuple[UserRow, list[TripRow]] | None:
+async def caller_and_visible(
+    user_id: int, role: str, limit: int, reach: Reach = NOWHERE
+) -> tuple[UserRow, list[TripRow]] | None:
     """``visible_to`` and the caller (in one round trip on PostgreSQL); None unless the caller is an active ``role``."""
     if not dbm.is_postgresql():
         caller = await load_active(user_id)
         if caller is None or caller.group != role:
             return None
-        return caller, await visible_to(user_id, role, limit)
+        return caller, await visible_to(user_id, role, limit, reach)
     statement = _reads().lists_me[role]
-    rows = await dbm.fetch_all(statement.sql, statement.args(me=user_id, limit=limit))
+    values = statement.args(me=user_id, limit=limit, lat=reach.lat, lng=reach.lng, radius=reach.radius)
+    rows = await dbm.fetch_all(statement.sql, values)
     if not rows:
         return None
     pairs = [_caller_and_trip(row) for row in rows]
@@ -202,8 +235,9 @@ async def caller_and_trip(user_id: int, trip_id: uuid.UUID) -> tuple[UserRow, Tr
 _AUTHOR_ACTIVE = "EXISTS (SELECT 1 FROM taxi_user a WHERE a.id = {p} AND a.is_active)"
 _RIDER_CLAIM = "({p} IS NULL OR rider_id = {p})"
 _INSERT = dbm.SQL(
-    "INSERT INTO taxi_trip (id, created, updated, pick_up_address, drop_off_address, status, rider_id) "
-    "SELECT {p}, {p}, {p}, {p}, {p}, 'REQUESTED', {p} WHERE " + _AUTHOR_ACTIVE
+    "INSERT INTO taxi_trip (id, created, updated, pick_up_address, drop_off_address, status, rider_id, "
+    "pick_up_lat, pick_up_lng, drop_off_lat, drop_off_lng) "
+    "SELECT {p}, {p}, {p}, {p}, {p}, 'REQUESTED', {p}, {p}, {p}, {p}, {p} WHERE " + _AUTHOR_ACTIVE
 )
 _ACCEPT = dbm.SQL(
     f"UPDATE taxi_trip SET status = '{STARTED}', driver_id = {{p}}, updated = {{p}} "
@@ -219,10 +253,23 @@ _OPEN_IDS = {
 }
 
 
-async def insert(trip_id: uuid.UUID, now: dt.datetime, pick_up: str, drop_off: str, rider_id: int) -> bool:
+async def insert(trip_id: uuid.UUID, now: dt.datetime, form: TripRequest, rider_id: int) -> bool:
     """Insert a REQUESTED trip; False (nothing written) if the rider is no longer active."""
     stamp = dbm.timestamp(now)
-    values = (trip_id.hex, stamp, stamp, pick_up, drop_off, rider_id, rider_id)
+    pick_up, drop_off = form.pick_up_location, form.drop_off_location
+    values = (
+        trip_id.hex,
+        stamp,
+        stamp,
+        form.pick_up_address,
+        form.drop_off_address,
+        rider_id,
+        pick_up.lat if pick_up else None,
+        pick_up.lng if pick_up else None,
+        drop_off.lat if drop_off else None,
+        drop_off.lng if drop_off else None,
+        rider_id,
+    )
     return await dbm.execute(_INSERT, values) == 1
 
 
@@ -243,3 +290,21 @@ async def advance(
 async def open_ids(user_id: int, role: str) -> list[str]:
     """Ids of the user's trips that are not COMPLETED."""
     return [trip_id_text(row[0]) for row in await dbm.fetch_all(_OPEN_IDS[role], (user_id,))]
+
+
+_BUSY = "SELECT DISTINCT driver_id FROM taxi_trip WHERE status IN ('STARTED', 'IN_PROGRESS') AND driver_id IS NOT NULL"
+_BUSY_ALL = dbm.SQL(_BUSY, name="taxi_busy_drivers")
+_BUSY_AMONG_PG = dbm.SQL(_BUSY + " AND driver_id = ANY({p})", name="taxi_busy_drivers_among")
+
+
+async def busy_drivers(among: list[int] | None = None) -> set[int]:
+    """The drivers (of ``among``, or all) driving a trip that is STARTED or IN_PROGRESS."""
+    if among is None:
+        rows = await dbm.fetch_all(_BUSY_ALL)
+    elif not among:
+        return set()
+    elif dbm.is_postgresql():
+        rows = await dbm.fetch_all(_BUSY_AMONG_PG, (among,))
+    else:  # a list parameter is PostgreSQL's; SQLite gets one marker per id
+        rows = await dbm.fetch_all(dbm.SQL(_BUSY + f" AND driver_id IN ({', '.join(['{p}'] * len(among))})"), among)
+    return {int(row[0]) for row in rows}

@@ -1,7 +1,10 @@
 """The broker payload: one frame and what every worker must know to deliver it.
 
-Text, so that it crosses Redis as it is: a header line, then the frame. The header holds the session not
-to deliver to (it was answered directly; ``-`` for none) and, for a group's last event, `` end``.
+Text, so that it crosses Redis as it is: a header line, then the frame. The header's first word is the
+session not to deliver to (it was answered directly; ``-`` for none); then optional words:
+``end`` (the group's last event), ``v2`` (only sockets of protocol version 2), ``only=<ids>`` (only the sockets
+of these users), ``skip=<ids>`` (not those of these users), ``latest=<key>`` (a frame that supersedes the
+previous one of the same key: a socket that is behind gets the newest, not a backlog).
 """
 
 from __future__ import annotations
@@ -10,20 +13,59 @@ from typing import NamedTuple
 
 NO_ORIGIN = "-"
 END = "end"
+V2 = "v2"
 
 
 class Envelope(NamedTuple):
     frame: str
-    exclude: str | None  # a session id
-    end: bool  # the group's last event: every worker drops the group once it has delivered it
+    exclude: str | None = None  # a session id
+    end: bool = False  # the group's last event: every worker drops the group once it has delivered it
+    min_version: int = 1
+    only: frozenset[int] | None = None  # user ids; None: every member
+    skip: frozenset[int] = frozenset()
+    latest: str | None = None
 
 
-def wrap(frame: str, exclude: str | None = None, end: bool = False) -> str:
-    header = exclude or NO_ORIGIN
-    return f"{header} {END}\n{frame}" if end else f"{header}\n{frame}"
+def _ids(values: frozenset[int]) -> str:
+    return ",".join(map(str, sorted(values)))
+
+
+def wrap(
+    frame: str,
+    exclude: str | None = None,
+    end: bool = False,
+    *,
+    min_version: int = 1,
+    only: frozenset[int] | None = None,
+    skip: frozenset[int] = frozenset(),
+    latest: str | None = None,
+) -> str:
+    words = [exclude or NO_ORIGIN]
+    if end:
+        words.append(END)
+    if min_version >= 2:
+        words.append(V2)
+    if only is not None:
+        words.append(f"only={_ids(only)}")
+    if skip:
+        words.append(f"skip={_ids(skip)}")
+    if latest:
+        words.append(f"latest={latest}")
+    return " ".join(words) + "\n" + frame
 
 
 def unwrap(payload: str) -> Envelope:
     header, _, frame = payload.partition("\n")
-    origin, _, flag = header.partition(" ")
-    return Envelope(frame, None if origin == NO_ORIGIN else origin, flag == END)
+    origin, *words = header.split(" ")
+    fields: dict[str, object] = {"exclude": None if origin == NO_ORIGIN else origin}
+    for word in words:
+        name, _, value = word.partition("=")
+        if name == END:
+            fields["end"] = True
+        elif name == V2:
+            fields["min_version"] = 2
+        elif name in ("only", "skip"):
+            fields[name] = frozenset(int(v) for v in value.split(",") if v)
+        elif name == "latest":
+            fields["latest"] = value
+    return Envelope(frame, **fields)  # type: ignore[arg-type]

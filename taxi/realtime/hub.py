@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from taxi.realtime.envelope import Envelope
 from taxi.realtime.session import Session
 
 
@@ -10,6 +11,18 @@ class Hub:
 
     def __init__(self) -> None:
         self.members: dict[str, set[Session]] = {}
+        self.users: dict[int, set[Session]] = {}  # this worker's sockets by user, for deliveries to named users
+
+    def register(self, session: Session) -> None:
+        if session.user is not None:
+            self.users.setdefault(session.user, set()).add(session)
+
+    def unregister(self, session: Session) -> None:
+        sessions = self.users.get(session.user) if session.user is not None else None
+        if sessions is not None:
+            sessions.discard(session)
+            if not sessions:
+                del self.users[session.user]  # type: ignore[arg-type]
 
     def add(self, session: Session, group: str) -> bool:
         """Add a member; True when the group had no local member before (the broker must subscribe)."""
@@ -39,10 +52,28 @@ class Hub:
         session.groups.clear()
         return emptied
 
-    def deliver(self, group: str, frame: str, exclude: str | None = None) -> int:
-        """Queue ``frame`` to every local member of ``group`` but the session ``exclude``; return how many."""
+    def deliver(self, group: str, envelope: Envelope) -> int:
+        """Queue the envelope's frame to the local members of ``group`` it is for; return how many."""
+        members = self.members.get(group)
+        if not members:
+            return 0
+        if envelope.only is not None:  # a short list of users: look them up instead of scanning the group
+            local = self.users
+            targets = [s for user in envelope.only for s in local.get(user, ()) if s in members]
+        else:
+            targets = list(members)
         count = 0
-        for session in tuple(self.members.get(group, ())):
-            if session.id != exclude and session.offer(frame):
-                count += 1
+        for session in targets:
+            if (
+                session.id == envelope.exclude
+                or session.version < envelope.min_version
+                or (envelope.skip and session.user in envelope.skip)
+            ):
+                continue
+            sent = (
+                session.offer_latest(envelope.latest, envelope.frame)
+                if envelope.latest
+                else session.offer(envelope.frame)
+            )
+            count += sent
         return count

@@ -21,6 +21,7 @@ class Relay:
 
     def open(self, session: Session) -> None:
         self.sessions.add(session)
+        self.hub.register(session)
 
     def close_all(self, code: int, reason: str) -> int:
         """Close every socket of this worker (server shutdown: 1001, going away); return how many."""
@@ -46,20 +47,43 @@ class Relay:
     def leave_all(self, session: Session) -> None:
         """Remove a closing session everywhere; synchronous, so it is safe in a cancelled task's ``finally``."""
         self.sessions.discard(session)
+        self.hub.unregister(session)
         for group in self.hub.remove_all(session):
             self.broker.unsubscribe(group)
 
-    async def publish(self, group: str, text: str, exclude: Session | None = None, end: bool = False) -> None:
-        """Broadcast one serialized frame to every member of ``group`` on every worker (but ``exclude``).
+    async def publish(
+        self,
+        group: str,
+        text: str,
+        exclude: Session | None = None,
+        end: bool = False,
+        *,
+        min_version: int = 1,
+        only: frozenset[int] | None = None,
+        skip: frozenset[int] = frozenset(),
+        latest: str | None = None,
+    ) -> None:
+        """Broadcast one serialized frame to the members of ``group`` on every worker (but ``exclude``).
 
         ``end``: this is the group's last event; every worker drops the group once it has delivered it.
+        ``min_version``, ``only``, ``skip`` narrow who gets it; ``latest`` makes it supersede the previous frame
+        of that key (see ``Session.offer_latest``).
         """
-        await self.broker.publish(group, wrap(text, exclude.id if exclude else None, end))
+        payload = wrap(
+            text,
+            exclude.id if exclude else None,
+            end,
+            min_version=min_version,
+            only=only,
+            skip=skip,
+            latest=latest,
+        )
+        await self.broker.publish(group, payload)
 
     def deliver(self, group: str, payload: str) -> int:
         """What the broker brings in: hand it to the local members, and forget a group that has ended."""
         envelope = unwrap(payload)
-        count = self.hub.deliver(group, envelope.frame, envelope.exclude)
+        count = self.hub.deliver(group, envelope)
         if envelope.end:
             for session in list(self.hub.members.get(group, ())):
                 self.leave(session, group)

@@ -14,13 +14,33 @@ from collections.abc import Awaitable, Callable
 log = logging.getLogger("taxi.realtime")
 
 TOO_SLOW = 1013
-_CLOSE = "\x00close"  # queue sentinel (a real frame is JSON and never looks like this)
+_CLOSE = "\x00close"  # queue sentinels (a real frame is JSON and never looks like these)
+_WAKE = "\x00wake"
 
 
 class Session:
-    """The outbound queue of one socket. ``send`` writes one text frame; ``abort`` drops the connection now."""
+    """The outbound queue of one socket. ``send`` writes one text frame; ``abort`` drops the connection now.
 
-    __slots__ = ("_abort", "_closing", "_queue", "_send", "_write_now", "_writer", "closed", "groups", "id", "label")
+    ``user`` is whose socket it is and ``version`` the protocol version it speaks: deliveries can be limited by
+    either. Besides the queue, a socket has "latest" slots: a frame offered under a key replaces the one still
+    waiting under it, and is written whenever the queue is empty (positions: a late reader gets the newest).
+    """
+
+    __slots__ = (
+        "_abort",
+        "_closing",
+        "_latest",
+        "_queue",
+        "_send",
+        "_write_now",
+        "_writer",
+        "closed",
+        "groups",
+        "id",
+        "label",
+        "user",
+        "version",
+    )
 
     def __init__(
         self,
@@ -29,9 +49,14 @@ class Session:
         queue_size: int,
         label: str = "",
         write_now: Callable[[str], bool] | None = None,
+        user: int | None = None,
+        version: int = 1,
     ) -> None:
         self.id = uuid.uuid4().hex
         self.label = label
+        self.user = user
+        self.version = version
+        self._latest: dict[str, str] | None = None
         self.groups: set[str] = set()
         self.closed = False
         self._send = send
@@ -62,6 +87,21 @@ class Session:
             return False
         return True
 
+    def offer_latest(self, key: str, text: str) -> bool:
+        """Send ``text`` unless a newer frame of the same ``key`` comes before it can be written. Never blocks,
+        never queues behind itself: only the newest frame of each key waits, after whatever is queued."""
+        if self.closed:
+            return False
+        if not self._latest and self._write_now is not None and self._queue.empty() and self._write_now(text):
+            return True
+        if self._latest is None:
+            self._latest = {}
+        self._latest.pop(key, None)  # re-inserted last: keys are written in the order they last changed
+        self._latest[key] = text
+        if self._queue.empty():
+            self._queue.put_nowait(_WAKE)  # the writer may be waiting on the empty queue
+        return True
+
     def close_when_sent(self, code: int, reason: str) -> None:
         """Close with ``code`` once the frames queued so far have been written (e.g. a last error message)."""
         if not self.closed:
@@ -88,7 +128,13 @@ class Session:
     async def _drain(self) -> None:
         try:
             while True:
+                if self._latest and self._queue.empty():
+                    key = next(iter(self._latest))
+                    await self._send(self._latest.pop(key))
+                    continue
                 text = await self._queue.get()
+                if text is _WAKE:
+                    continue
                 if text is _CLOSE and self._closing is not None:
                     self.close(*self._closing)
                     return

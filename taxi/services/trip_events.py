@@ -1,6 +1,8 @@
 """The trip-event policy: which groups a socket joins, and which groups hear which trip event.
 
-Groups: ``drivers`` (every connected driver) and ``trip:<id>`` (the trip's rider and driver). A socket joins
+Groups: ``drivers`` (every connected driver) and ``trip:<id>`` (the trip's rider and driver). A request reaches
+only the drivers of its audience (nearby dispatch decides who; see ``Audience``), and its acceptance only those
+it reached. A driver's position reaches its trip's rider on protocol version 2 only. A socket joins
 its groups before its first message is read; a rider joins a new trip's group before the trip exists, so
 no event about it can be missed. Persist, then publish: an event is sent only about a committed change,
 to its author directly and to everyone else once through the publisher. The publisher is a small interface
@@ -10,11 +12,12 @@ to its author directly and to everyone else once through the publisher. The publ
 from __future__ import annotations
 
 import logging
-from typing import Generic, Protocol, TypeVar
+from dataclasses import dataclass
+from typing import Any, Generic, Protocol, TypeVar
 
 from taxi.domain import COMPLETED, DRIVER, STARTED
 from taxi.errors import BrokerUnavailable
-from taxi.protocol import ECHO, error_frame, frame
+from taxi.protocol import DRIVER_LOCATION, ECHO, error_frame, frame
 
 log = logging.getLogger("taxi.socket")
 
@@ -23,6 +26,21 @@ DRIVERS = "drivers"
 
 def trip_group(trip_id: str) -> str:
     return f"trip:{trip_id}"
+
+
+@dataclass(frozen=True)
+class Audience:
+    """The drivers a request goes to: ``only`` these users (None: every driver), less the ``skip`` ones."""
+
+    only: frozenset[int] | None = None
+    skip: frozenset[int] = frozenset()
+
+    @property
+    def nobody(self) -> bool:
+        return self.only is not None and not self.only
+
+
+EVERY_DRIVER = Audience()
 
 
 class Member(Protocol):
@@ -44,8 +62,22 @@ class Publisher(Protocol[M_contra]):
 
     def leave(self, member: M_contra, group: str) -> None: ...
 
-    async def publish(self, group: str, text: str, exclude: M_contra | None = None, end: bool = False) -> None:
-        """Send ``text`` to every member of ``group`` but ``exclude``; ``end``: the group's last event."""
+    async def publish(
+        self,
+        group: str,
+        text: str,
+        exclude: M_contra | None = None,
+        end: bool = False,
+        *,
+        min_version: int = 1,
+        only: frozenset[int] | None = None,
+        skip: frozenset[int] = frozenset(),
+        latest: str | None = None,
+    ) -> None:
+        """Send ``text`` to the members of ``group`` but ``exclude``; ``end``: the group's last event.
+
+        Narrowed to sockets of at least ``min_version``, of the users ``only`` (when given) and not ``skip``;
+        ``latest``: the frame supersedes an unsent one of the same key."""
 
 
 def groups_on_connect(role: str, open_trip_ids: list[str]) -> list[str]:
@@ -75,25 +107,38 @@ class TripEvents(Generic[M]):
     def request_failed(self, member: M, trip_id: str) -> None:
         self.publisher.leave(member, trip_group(trip_id))
 
-    async def requested(self, member: M, trip_id: str, trip: dict[str, object]) -> None:
-        """A trip was requested: its rider and every driver hear of it."""
-        await self._deliver(member, trip_id, frame(ECHO, trip), also_drivers=True, what="The trip was requested")
+    async def requested(self, member: M, trip_id: str, trip: dict[str, object], audience: Audience | None) -> None:
+        """A trip was requested: its rider and the drivers of ``audience`` hear of it (None: the audience could
+        not be worked out, so nobody else hears now, and the rider is told)."""
+        await self._deliver(member, trip_id, frame(ECHO, trip), drivers=audience, what="The trip was requested")
 
-    async def updated(self, member: M, trip_id: str, status: str, trip: dict[str, object]) -> None:
-        """A driver moved a trip: its rider hears it; on acceptance every driver too (the request is gone)."""
+    async def updated(
+        self, member: M, trip_id: str, status: str, trip: dict[str, object], reached: Audience = EVERY_DRIVER
+    ) -> None:
+        """A driver moved a trip: its rider hears it; on acceptance the drivers the request ``reached`` too
+        (the request is gone)."""
         await self._deliver(
             member,
             trip_id,
             frame(ECHO, trip),
-            also_drivers=status == STARTED,
+            drivers=reached if status == STARTED else Audience(only=frozenset()),
             end=status == COMPLETED,  # nothing more happens to it: every worker drops its group once delivered
             what="The trip was updated",
         )
         if status == COMPLETED:
             self.publisher.leave(member, trip_group(trip_id))
 
+    async def driver_moved(self, trip_id: str, location: dict[str, Any]) -> None:
+        """A driver's accepted fix, to its active trip's rider (version 2 sockets; the newest supersedes)."""
+        await self.publisher.publish(
+            trip_group(trip_id),
+            frame(DRIVER_LOCATION, {"trip_id": trip_id, **location}),
+            min_version=2,
+            latest=f"location:{trip_id}",
+        )
+
     async def _deliver(
-        self, member: M, trip_id: str, text: str, *, also_drivers: bool, what: str, end: bool = False
+        self, member: M, trip_id: str, text: str, *, drivers: Audience | None, what: str, end: bool = False
     ) -> None:
         """The change is committed: join its group, answer the author, then tell everyone else once."""
         group = trip_group(trip_id)
@@ -103,8 +148,10 @@ class TripEvents(Generic[M]):
             member.offer(text)
             replied = True
             await self.publisher.publish(group, text, exclude=member, end=end)
-            if also_drivers:
-                await self.publisher.publish(DRIVERS, text, exclude=member)
+            if drivers is None:
+                raise BrokerUnavailable("the drivers near the pick-up could not be found")
+            if not drivers.nobody:
+                await self.publisher.publish(DRIVERS, text, exclude=member, only=drivers.only, skip=drivers.skip)
         except BrokerUnavailable as exc:
             log.warning("socket of %s: broadcast failed: %s", member.label, exc)
             if not replied:

@@ -12,11 +12,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from taxi.domain import COMPLETED, DRIVER, IN_PROGRESS, REQUESTED, RIDER, STARTED, utcnow
-from taxi.errors import APIError, Conflict, NotFound, PermissionDenied
+from taxi.errors import APIError, BrokerUnavailable, Conflict, NotFound, PermissionDenied
 from taxi.queries import trips as q
 from taxi.queries.trips import TripRow
 from taxi.schemas import TripRequest, iso
 from taxi.services.accounts import Caller, active_user, user_inactive
+from taxi.services.presence import Presence
+from taxi.services.presence_store import Fix
 
 
 @dataclass(frozen=True)
@@ -37,8 +39,14 @@ STEPS: dict[str, Step] = {
 NEXT: dict[str, str] = {step.source: step.target for step in STEPS.values()}
 
 
-def trip_out(trip: TripRow, public_url: str | None) -> dict[str, Any]:
-    """The public shape of a trip, the same over HTTP and the WebSocket."""
+ACTIVE = (STARTED, IN_PROGRESS)
+
+
+def trip_out(trip: TripRow, public_url: str | None, driver_location: Fix | None = None) -> dict[str, Any]:
+    """The public shape of a trip, the same over HTTP and the WebSocket.
+
+    ``driver_location``: the driver's last fix, shown while the trip is active (null otherwise).
+    """
     return {
         "id": trip.id,
         "created": trip.created,
@@ -48,6 +56,9 @@ def trip_out(trip: TripRow, public_url: str | None) -> dict[str, Any]:
         "status": trip.status,
         "driver": trip.driver.public(public_url) if trip.driver else None,
         "rider": trip.rider.public(public_url) if trip.rider else None,
+        "pick_up_location": trip.pick_up_location.out() if trip.pick_up_location else None,
+        "drop_off_location": trip.drop_off_location.out() if trip.drop_off_location else None,
+        "driver_location": driver_location.out() if driver_location and trip.status in ACTIVE else None,
     }
 
 
@@ -75,24 +86,51 @@ def refusal(caller: Caller, trip: TripRow | None, status: str, claimed_rider: in
     return Conflict("The trip changed meanwhile; fetch it and try again.", code="trip_unavailable")
 
 
-def require_rider(caller: Caller) -> None:
+def require_rider(caller: Caller, action: str = "request trips") -> None:
     if caller.group != RIDER:
-        raise PermissionDenied("Only riders can request trips.", code="forbidden")
+        raise PermissionDenied(f"Only riders can {action}.", code="forbidden")
 
 
-def require_driver(caller: Caller) -> None:
+def require_driver(caller: Caller, action: str = "update trips") -> None:
     if caller.group != DRIVER:
-        raise PermissionDenied("Only drivers can update trips.", code="forbidden")
+        raise PermissionDenied(f"Only drivers can {action}.", code="forbidden")
 
 
 class Trips:
-    """Trip operations; ``public_url`` makes photo URLs absolute when set."""
+    """Trip operations; ``public_url`` makes photo URLs absolute when set. ``presence`` (where drivers are) is
+    the worker's, set when it starts."""
 
     def __init__(self, public_url: str | None) -> None:
         self.public_url = public_url
+        self.presence: Presence | None = None
 
-    def out(self, trip: TripRow) -> dict[str, Any]:
-        return trip_out(trip, self.public_url)
+    def out(self, trip: TripRow, driver_location: Fix | None = None) -> dict[str, Any]:
+        return trip_out(trip, self.public_url, driver_location)
+
+    async def out_live(self, trip: TripRow) -> dict[str, Any]:
+        """``out`` with the driver's current position when the trip is active."""
+        return (await self.out_many([trip]))[0]
+
+    async def out_many(self, trips: list[TripRow]) -> list[dict[str, Any]]:
+        """``out`` for each trip, with one read of the positions of the drivers of the active ones."""
+        drivers = {t.driver_id for t in trips if t.status in ACTIVE and t.driver_id is not None}
+        fixes = await self._fixes(drivers)
+        return [self.out(t, fixes.get(t.driver_id) if t.driver_id is not None else None) for t in trips]
+
+    async def _fixes(self, drivers: set[int]) -> dict[int, Fix]:
+        if not drivers or self.presence is None:
+            return {}
+        try:
+            return await self.presence.fresh_fixes(drivers)
+        except BrokerUnavailable:
+            return {}  # the trips themselves are still worth answering: without the car's position
+
+    async def reach(self, user_id: int, group: str) -> q.Reach:
+        """Where a driver is, for the requests it could accept; nowhere when it has no fresh position."""
+        if group != DRIVER or self.presence is None:
+            return q.NOWHERE
+        fix = (await self._fixes({user_id})).get(user_id)
+        return q.Reach(fix.lat, fix.lng, self.presence.radius_m) if fix else q.NOWHERE
 
     async def list_for_user(self, user_id: int, group: str, limit: int) -> list[dict[str, Any]]:
         """The trips the user may see, newest first, at most ``limit``; 401 for a deleted or inactive user.
@@ -100,11 +138,12 @@ class Trips:
         ``group`` is the token's claim: it picks the statement that also checks the caller in the same round
         trip. The stored role decides: if it differs, the list is read again for the stored role.
         """
-        found = await q.caller_and_visible(user_id, group, limit)
+        found = await q.caller_and_visible(user_id, group, limit, await self.reach(user_id, group))
         if found is not None:
-            return [self.out(trip) for trip in found[1]]
+            return await self.out_many(found[1])
         caller = await active_user(user_id)
-        return [self.out(trip) for trip in await q.visible_to(caller.id, caller.group, limit)]
+        reach = await self.reach(caller.id, caller.group)
+        return await self.out_many(await q.visible_to(caller.id, caller.group, limit, reach))
 
     async def get_for_user(self, user_id: int, trip_id: uuid.UUID) -> TripRow:
         """The trip if the user may see it (404 alike for unknown and invisible); 401 for an inactive user."""
@@ -128,11 +167,20 @@ class Trips:
         require_rider(caller)
         trip_id = trip_id or uuid.uuid4()
         now = utcnow()
-        if not await q.insert(trip_id, now, form.pick_up_address, form.drop_off_address, caller.id):
+        if not await q.insert(trip_id, now, form, caller.id):
             raise user_inactive()
         created = iso(now)
         return TripRow(
-            str(trip_id), created, created, form.pick_up_address, form.drop_off_address, REQUESTED, caller, None
+            str(trip_id),
+            created,
+            created,
+            form.pick_up_address,
+            form.drop_off_address,
+            REQUESTED,
+            caller,
+            None,
+            form.pick_up_location,
+            form.drop_off_location,
         )
 
     async def advance(

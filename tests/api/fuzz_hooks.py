@@ -2,7 +2,7 @@
 
 A sign-up has rules that JSON Schema cannot state and the OpenAPI description states in words: password2 equals
 password1, a password is at most 72 bytes in UTF-8 (``maxLength`` counts characters), the username is not taken,
-and a photo is an image file of one of the listed types (the coverage phase sends any bytes as "binary"). Positive
+the username keeps the rules its pattern cannot state, and a photo is an image file of one of the listed types (the coverage phase sends any bytes as "binary"). Positive
 sign-up cases are made to follow them; every other refusal of a schema-valid request is a failure of the run.
 
 Negative multipart sign-ups are left out: a form sends every value as text, so a value schemathesis made invalid by
@@ -19,6 +19,7 @@ from typing import Any
 import schemathesis
 from PIL import Image
 
+from taxi import usernames
 from taxi.schemas import MAX_USERNAME
 from taxi.security import BCRYPT_MAX_BYTES
 from taxi.services.media import FORMATS
@@ -51,7 +52,11 @@ def map_case(ctx: Any, case: Any) -> Any:
         # "_<n>" with n unique: the last underscore-and-digits of the name is n, so no two names are equal, even
         # ignoring case ("0" + "10" and "01" + "0" would be).
         suffix = f"_{next(_serial)}"
-        body["username"] = username[: MAX_USERNAME - len(suffix)] + suffix
+        username = username[: MAX_USERNAME - len(suffix)] + suffix
+        # The rules a pattern cannot state (one script, no look-alikes, and a letter whose NFKC form is no longer
+        # letters, such as U+013F -> "L" + U+00B7) are in the description: a name that breaks them becomes one
+        # that keeps them.
+        body["username"] = username if not usernames.problems(usernames.normalize(username)) else "user" + suffix
     photo = body.get("photo")
     if photo is not None and not (isinstance(photo, bytes | bytearray) and _is_image(bytes(photo))):
         buf = io.BytesIO()

@@ -9,7 +9,9 @@ import pytest
 
 from taxi import db as dbm
 from taxi.domain import utcnow
+from taxi.geo import Point
 from taxi.queries import trips, users
+from taxi.schemas import TripRequest
 
 
 @pytest.fixture
@@ -26,9 +28,10 @@ async def make_user(name, group, active=True):
     return user
 
 
-async def request(rider, age=0, pick_up="A"):
+async def request(rider, age=0, pick_up="A", at=None):
     trip_id = uuid.uuid4()
-    assert await trips.insert(trip_id, utcnow() - timedelta(seconds=age), pick_up, "B", rider.id)
+    form = TripRequest(pick_up, "B", at, Point(0.5, 0.5) if at else None)
+    assert await trips.insert(trip_id, utcnow() - timedelta(seconds=age), form, rider.id)
     return trip_id
 
 
@@ -99,7 +102,7 @@ async def test_writes_of_a_deactivated_author_change_nothing(connected):
     driver = await make_user("d", "driver")
     trip_id = await request(rider)
     gone_rider = await make_user("gr", "rider", active=False)
-    assert not await trips.insert(uuid.uuid4(), utcnow(), "A", "B", gone_rider.id)
+    assert not await trips.insert(uuid.uuid4(), utcnow(), TripRequest("A", "B"), gone_rider.id)
     await dbm.execute(dbm.SQL("UPDATE taxi_user SET is_active = {p} WHERE id = {p}"), (False, driver.id))
     assert not await trips.accept(trip_id, driver.id, utcnow(), None)
     trip = await trips.get(trip_id)
@@ -171,10 +174,44 @@ async def test_a_drivers_first_page_reads_a_page_of_trips_not_every_open_request
     await dbm.execute(dbm.SQL("ANALYZE taxi_trip"))
     statement = trips._reads().lists["driver"]
     explain = dbm.SQL("EXPLAIN (ANALYZE, FORMAT JSON) " + statement.sql.template)
-    plan = (await dbm.fetch_all(explain, statement.args(me=driver.id, limit=1)))[0][0]
+    plan = (await dbm.fetch_all(explain, statement.args(me=driver.id, limit=1, lat=52.5, lng=13.4, radius=5000.0)))[0][
+        0
+    ]
 
     def trip_rows_read(node):
         own = node["Actual Rows"] * node["Actual Loops"] if node.get("Relation Name") == "taxi_trip" else 0
         return own + sum(trip_rows_read(child) for child in node.get("Plans", []))
 
     assert trip_rows_read(plan[0]["Plan"]) <= 2, plan
+
+
+async def test_a_driver_sees_located_requests_only_within_its_reach(connected):
+    rider, driver = await make_user("r", "rider"), await make_user("d", "driver")
+    anywhere = await request(rider, age=3)
+    berlin = await request(rider, age=2, at=Point(52.52, 13.405))
+    stored = await trips.get(berlin)
+    assert stored.pick_up_location == Point(52.52, 13.405) and stored.drop_off_location == Point(0.5, 0.5)
+    # 0.01 degrees of latitude is 1,112 m: inside a 1,200 m reach, outside a 1,000 m one.
+    near = trips.Reach(52.53, 13.405, 1200.0)
+    assert [t.id for t in await trips.visible_to(driver.id, "driver", 10, near)] == [str(berlin), str(anywhere)]
+    far = trips.Reach(52.53, 13.405, 1000.0)
+    assert [t.id for t in await trips.visible_to(driver.id, "driver", 10, far)] == [str(anywhere)]
+    # Without a fresh position a driver is near nothing: it still sees the requests that name no place.
+    assert [t.id for t in await trips.visible_to(driver.id, "driver", 10)] == [str(anywhere)]
+    found = await trips.caller_and_visible(driver.id, "driver", 10, near)
+    assert found is not None and [t.id for t in found[1]] == [str(berlin), str(anywhere)]
+
+
+async def test_busy_drivers_are_those_driving_a_started_or_in_progress_trip(connected):
+    rider = await make_user("r", "rider")
+    one, two, idle = await make_user("d1", "driver"), await make_user("d2", "driver"), await make_user("d3", "driver")
+    first, second, third = await request(rider), await request(rider), await request(rider)
+    assert await trips.accept(first, one.id, utcnow(), None)
+    assert await trips.accept(second, two.id, utcnow(), None)
+    assert await trips.advance(second, "STARTED", "IN_PROGRESS", two.id, utcnow(), None)
+    assert await trips.busy_drivers() == {one.id, two.id}
+    assert await trips.busy_drivers([one.id, idle.id]) == {one.id}
+    assert await trips.busy_drivers([]) == set()
+    assert await trips.advance(second, "IN_PROGRESS", "COMPLETED", two.id, utcnow(), None)
+    assert await trips.busy_drivers([one.id, two.id, idle.id]) == {one.id}
+    assert third  # still REQUESTED: waiting is not busy

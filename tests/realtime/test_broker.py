@@ -148,8 +148,8 @@ async def test_a_full_queue_closes_the_session_with_1013_and_others_still_get_fr
 
 
 async def test_publishing_without_redis_raises_broker_unavailable(private_redis):
-    hub = Hub()
-    broker = RedisBroker(private_redis.url, "taxi_test_x:", hub.deliver, publish_timeout=0.5)
+    relay = Relay(Hub(), LocalBroker)
+    broker = RedisBroker(private_redis.url, "taxi_test_x:", relay.deliver, publish_timeout=0.5)
     await broker.start()
     try:
         await broker.publish("drivers", "reaches Redis")

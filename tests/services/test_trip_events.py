@@ -7,7 +7,7 @@ import json
 import pytest
 
 from taxi.errors import BrokerUnavailable
-from taxi.services.trip_events import DRIVERS, TripEvents, groups_on_connect, trip_group
+from taxi.services.trip_events import DRIVERS, EVERY_DRIVER, Audience, TripEvents, groups_on_connect, trip_group
 
 
 class Member:
@@ -26,6 +26,7 @@ class FakePublisher:
     def __init__(self) -> None:
         self.members: dict[str, set[Member]] = {}
         self.published: list[tuple[str, dict, Member | None, bool]] = []
+        self.narrowed: list[dict] = []  # per publish: the version, users and key it was narrowed to
         self.down = False
 
     async def join(self, member: Member, group: str) -> None:
@@ -36,10 +37,22 @@ class FakePublisher:
     def leave(self, member: Member, group: str) -> None:
         self.members.get(group, set()).discard(member)
 
-    async def publish(self, group: str, text: str, exclude: Member | None = None, end: bool = False) -> None:
+    async def publish(
+        self,
+        group: str,
+        text: str,
+        exclude: Member | None = None,
+        end: bool = False,
+        *,
+        min_version: int = 1,
+        only: frozenset[int] | None = None,
+        skip: frozenset[int] = frozenset(),
+        latest: str | None = None,
+    ) -> None:
         if self.down:
             raise BrokerUnavailable("down")
         self.published.append((group, json.loads(text), exclude, end))
+        self.narrowed.append({"min_version": min_version, "only": only, "skip": skip, "latest": latest})
 
 
 TRIP = {"id": "t1", "status": "REQUESTED"}
@@ -56,7 +69,7 @@ async def test_a_request_is_answered_to_its_rider_and_published_to_the_trip_and_
     events = TripEvents(publisher)
     await events.before_request(rider, "t1")
     assert rider in publisher.members[trip_group("t1")]
-    await events.requested(rider, "t1", TRIP)
+    await events.requested(rider, "t1", TRIP, EVERY_DRIVER)
     assert rider.sent == [{"type": "echo.message", "data": TRIP}]
     assert [(g, e, end) for g, _, e, end in publisher.published] == [("trip:t1", rider, False), (DRIVERS, rider, False)]
 
@@ -80,8 +93,48 @@ async def test_a_committed_change_still_reaches_its_author_when_nobody_else_can_
     publisher.down = True
     events = TripEvents(publisher)
     await events.before_request(rider, "t1")  # no error: the trip is still stored
-    await events.requested(rider, "t1", TRIP)
+    await events.requested(rider, "t1", TRIP, EVERY_DRIVER)
     assert rider.sent[0] == {"type": "echo.message", "data": TRIP}
     assert rider.sent[1]["type"] == "error" and rider.sent[1]["data"]["code"] == "unavailable"
     with pytest.raises(BrokerUnavailable):
         await events.connected(rider, "rider", ["t1"])  # a socket that cannot join must be refused
+
+
+async def test_a_request_reaches_only_its_audience_and_nobody_when_it_has_none():
+    publisher, rider = FakePublisher(), Member("rider")
+    events = TripEvents(publisher)
+    await events.requested(rider, "t1", TRIP, Audience(only=frozenset({7, 9})))
+    await events.requested(rider, "t2", TRIP, Audience(skip=frozenset({3})))
+    await events.requested(rider, "t3", TRIP, Audience(only=frozenset()))
+    to_drivers = [
+        (n["only"], n["skip"])
+        for (g, *_), n in zip(publisher.published, publisher.narrowed, strict=True)
+        if g == DRIVERS
+    ]
+    assert to_drivers == [(frozenset({7, 9}), frozenset()), (None, frozenset({3}))]  # t3: no driver in range
+    assert [g for g, *_ in publisher.published].count("trip:t3") == 1  # its rider's other sockets still hear it
+
+
+async def test_a_request_whose_drivers_cannot_be_found_is_kept_and_its_rider_told():
+    publisher, rider = FakePublisher(), Member("rider")
+    await TripEvents(publisher).requested(rider, "t1", TRIP, None)
+    assert [g for g, *_ in publisher.published] == ["trip:t1"]
+    assert rider.sent[0]["data"] == TRIP and rider.sent[1]["data"]["code"] == "unavailable"
+
+
+async def test_an_acceptance_reaches_the_drivers_the_request_reached():
+    publisher, driver = FakePublisher(), Member("driver")
+    await TripEvents(publisher).updated(driver, "t1", "STARTED", TRIP, Audience(only=frozenset({4})))
+    assert [(g, n["only"]) for (g, *_), n in zip(publisher.published, publisher.narrowed, strict=True)] == [
+        ("trip:t1", None),
+        (DRIVERS, frozenset({4})),
+    ]
+
+
+async def test_a_drivers_position_goes_to_its_trip_on_version_2_superseding_the_last():
+    publisher = FakePublisher()
+    await TripEvents(publisher).driver_moved("t1", {"lat": 1.0, "lng": 2.0})
+    (group, message, _, _), narrowed = publisher.published[0], publisher.narrowed[0]
+    assert group == "trip:t1"
+    assert message == {"type": "driver.location", "data": {"trip_id": "t1", "lat": 1.0, "lng": 2.0}}
+    assert narrowed["min_version"] == 2 and narrowed["latest"] == "location:t1"

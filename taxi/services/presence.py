@@ -1,0 +1,83 @@
+"""Which drivers are available, and where: the rules of nearby dispatch over the presence store.
+
+A driver is available while connected, with a fresh fix (younger than ``stale_s``), not driving a trip that is
+STARTED or IN_PROGRESS, and not switched off. A request with a pick-up point goes to the available drivers
+within ``radius_m`` of it (great-circle); one without goes to every connected driver not busy and not off.
+Busy is read from the trips themselves, so it can never disagree with them.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+
+from taxi import geo
+from taxi.geo import Point
+from taxi.queries import trips as q
+from taxi.schemas import LocationFix
+from taxi.services.presence_store import Fix, PresenceStore
+from taxi.services.trip_events import Audience
+
+NEARBY_LIMIT = 50  # drivers shown on a rider's map
+
+
+class Presence:
+    def __init__(
+        self, store: PresenceStore, radius_m: float, stale_s: float, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.store = store
+        self.radius_m = radius_m
+        self.stale_s = stale_s
+        self.resolution = geo.resolution_for(radius_m)
+        self._clock = clock
+
+    async def record(self, driver: int, sent: LocationFix, at: float | None = None) -> Fix:
+        """Keep a driver's fix (received at ``at``, now by default) as its current position."""
+        fix = Fix(sent.lat, sent.lng, sent.heading, sent.speed, self._clock() if at is None else at)
+        await self.store.put(driver, fix, geo.cell_of(fix.lat, fix.lng, self.resolution))
+        return fix
+
+    async def forget(self, driver: int) -> None:
+        await self.store.forget(driver)
+
+    async def switch(self, driver: int, available: bool) -> None:
+        """``update.availability``: a driver switched off hears no request until it switches back on."""
+        await self.store.set_off(driver, not available)
+
+    def fresh(self, fix: Fix) -> bool:
+        return self._clock() - fix.at < self.stale_s
+
+    async def fresh_fixes(self, drivers: Iterable[int]) -> dict[int, Fix]:
+        """The drivers' positions that still count (younger than the staleness limit)."""
+        return {d: fix for d, fix in (await self.store.fixes(drivers)).items() if self.fresh(fix)}
+
+    async def within(self, point: Point) -> list[tuple[int, Fix, float]]:
+        """Drivers with a fresh fix within the radius of ``point``, nearest first (busy and off included)."""
+        cells = geo.cells_within(point.lat, point.lng, self.radius_m, self.resolution)
+        found = []
+        stale: dict[int, str] = {}
+        for driver, fix in (await self.store.in_cells(cells)).items():
+            if not self.fresh(fix):
+                stale[driver] = geo.cell_of(fix.lat, fix.lng, self.resolution)
+                continue
+            distance = geo.distance_m(point.lat, point.lng, fix.lat, fix.lng)
+            if distance <= self.radius_m:
+                found.append((driver, fix, distance))
+        if stale:  # drivers whose socket died without a goodbye (a crashed worker): drop them from the index
+            await self.store.unindex(stale)
+        found.sort(key=lambda item: item[2])
+        return found
+
+    async def available_near(self, point: Point) -> list[tuple[int, Fix, float]]:
+        """``within``, less the drivers who are busy or switched off."""
+        found = await self.within(point)
+        if not found:
+            return []
+        unavailable = await self.store.switched_off() | await q.busy_drivers([d for d, _, _ in found])
+        return [item for item in found if item[0] not in unavailable]
+
+    async def audience(self, pick_up: Point | None) -> Audience:
+        """Who hears a new request: the available drivers near its pick-up, or every driver not busy or off."""
+        if pick_up is None:
+            return Audience(skip=frozenset(await self.store.switched_off() | await q.busy_drivers()))
+        return Audience(only=frozenset(driver for driver, _, _ in await self.available_near(pick_up)))

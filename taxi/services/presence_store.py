@@ -1,0 +1,240 @@
+"""Where drivers are, kept where every worker can read it: Redis in production, this process on the embedded default.
+
+Per driver: the last accepted fix (position, heading, speed, time) and the H3 cell it is indexed under;
+per cell: the drivers whose last fix is in it; the drivers who switched themselves off; per trip request: the
+drivers it was sent to. The store only keeps and finds; what counts as fresh or near is the caller's rule.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from taxi.errors import BrokerUnavailable
+
+SENT_TTL_S = 86_400  # who heard a request matters until it is taken; a day bounds what a lost trip leaves
+
+
+@dataclass(frozen=True, slots=True)
+class Fix:
+    """A driver's accepted position; ``at`` is when the server received it (Unix seconds)."""
+
+    lat: float
+    lng: float
+    heading: float | None
+    speed: float | None
+    at: float
+
+    def out(self) -> dict[str, Any]:
+        stamp = dt.datetime.fromtimestamp(self.at, dt.UTC).isoformat(timespec="milliseconds")
+        return {
+            "lat": self.lat,
+            "lng": self.lng,
+            "heading": self.heading,
+            "speed": self.speed,
+            "at": stamp.replace("+00:00", "Z"),
+        }
+
+    def encode(self, cell: str) -> str:
+        return (
+            " ".join(("-" if v is None else repr(v)) for v in (self.lat, self.lng, self.heading, self.speed, self.at))
+            + f" {cell}"
+        )
+
+    @classmethod
+    def decode(cls, text: str) -> tuple[Fix, str]:
+        lat, lng, heading, speed, at, cell = text.split(" ")
+        return cls(float(lat), float(lng), _optional(heading), _optional(speed), float(at)), cell
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _optional(text: str) -> float | None:
+    return None if text == "-" else float(text)
+
+
+class PresenceStore(Protocol):
+    async def put(self, driver: int, fix: Fix, cell: str) -> None:
+        """Keep ``fix`` as the driver's last one, indexed under ``cell``."""
+
+    async def forget(self, driver: int) -> None:
+        """Drop the driver's fix and index entry (it went offline)."""
+
+    async def fixes(self, drivers: Iterable[int]) -> dict[int, Fix]:
+        """The last fix of each driver that has one."""
+
+    async def in_cells(self, cells: Iterable[str]) -> dict[int, Fix]:
+        """Every driver indexed under one of ``cells``, with its last fix."""
+
+    async def unindex(self, drivers: dict[int, str]) -> None:
+        """Remove index entries (driver -> cell) found stale by a search."""
+
+    async def set_off(self, driver: int, off: bool) -> None: ...
+
+    async def switched_off(self) -> set[int]: ...
+
+    async def remember_sent(self, trip_id: str, drivers: Iterable[int]) -> None: ...
+
+    async def take_sent(self, trip_id: str) -> set[int]:
+        """The drivers a request was sent to, forgotten as they are read (the request is taken or gone)."""
+
+
+class LocalPresenceStore:
+    """The store of the embedded default: dictionaries of this one process."""
+
+    def __init__(self) -> None:
+        self._fixes: dict[int, tuple[Fix, str]] = {}
+        self._cells: dict[str, set[int]] = {}
+        self._off: set[int] = set()
+        self._sent: dict[str, set[int]] = {}
+
+    async def put(self, driver: int, fix: Fix, cell: str) -> None:
+        previous = self._fixes.get(driver)
+        if previous is not None and previous[1] != cell:
+            self._discard(driver, previous[1])
+        self._cells.setdefault(cell, set()).add(driver)
+        self._fixes[driver] = (fix, cell)
+
+    def _discard(self, driver: int, cell: str) -> None:
+        members = self._cells.get(cell)
+        if members is not None:
+            members.discard(driver)
+            if not members:
+                del self._cells[cell]
+
+    async def forget(self, driver: int) -> None:
+        previous = self._fixes.pop(driver, None)
+        if previous is not None:
+            self._discard(driver, previous[1])
+
+    async def fixes(self, drivers: Iterable[int]) -> dict[int, Fix]:
+        return {d: self._fixes[d][0] for d in drivers if d in self._fixes}
+
+    async def in_cells(self, cells: Iterable[str]) -> dict[int, Fix]:
+        return {d: self._fixes[d][0] for cell in cells for d in self._cells.get(cell, ())}
+
+    async def unindex(self, drivers: dict[int, str]) -> None:
+        for driver in drivers:
+            await self.forget(driver)
+
+    async def set_off(self, driver: int, off: bool) -> None:
+        if off:
+            self._off.add(driver)
+        else:
+            self._off.discard(driver)
+
+    async def switched_off(self) -> set[int]:
+        return set(self._off)
+
+    async def remember_sent(self, trip_id: str, drivers: Iterable[int]) -> None:
+        self._sent.setdefault(trip_id, set()).update(drivers)
+
+    async def take_sent(self, trip_id: str) -> set[int]:
+        return set(self._sent.pop(trip_id, ()))
+
+
+class RedisPresenceStore:
+    """The shared store: a hash of fixes, a set per H3 cell, a set of drivers switched off, a set per request.
+
+    Keys carry the deployment's prefix; errors become BrokerUnavailable (the callers' "not now").
+    """
+
+    def __init__(self, client: aioredis.Redis, prefix: str) -> None:
+        self._redis = client
+        self._fixes = f"{prefix}presence:fix"
+        self._cell = f"{prefix}presence:cell:"
+        self._off = f"{prefix}presence:off"
+        self._sent = f"{prefix}presence:sent:"
+
+    async def put(self, driver: int, fix: Fix, cell: str) -> None:
+        try:
+            previous = await self._redis.hget(self._fixes, str(driver))
+            async with self._redis.pipeline(transaction=False) as pipe:
+                if previous is not None and (old := _text(previous).rsplit(" ", 1)[1]) != cell:
+                    pipe.srem(self._cell + old, driver)
+                pipe.sadd(self._cell + cell, driver)
+                pipe.hset(self._fixes, str(driver), fix.encode(cell))
+                await pipe.execute()
+        except RedisError as exc:
+            raise BrokerUnavailable(f"presence: {exc!r}") from exc
+
+    async def forget(self, driver: int) -> None:
+        try:
+            previous = await self._redis.hget(self._fixes, str(driver))
+            async with self._redis.pipeline(transaction=False) as pipe:
+                if previous is not None:
+                    pipe.srem(self._cell + _text(previous).rsplit(" ", 1)[1], driver)
+                pipe.hdel(self._fixes, str(driver))
+                await pipe.execute()
+        except RedisError as exc:
+            raise BrokerUnavailable(f"presence: {exc!r}") from exc
+
+    async def fixes(self, drivers: Iterable[int]) -> dict[int, Fix]:
+        ids = [str(d) for d in drivers]
+        if not ids:
+            return {}
+        try:
+            values = await self._redis.hmget(self._fixes, ids)
+        except RedisError as exc:
+            raise BrokerUnavailable(f"presence: {exc!r}") from exc
+        return {int(d): Fix.decode(_text(v))[0] for d, v in zip(ids, values, strict=True) if v is not None}
+
+    async def in_cells(self, cells: Iterable[str]) -> dict[int, Fix]:
+        keys = [self._cell + c for c in cells]
+        if not keys:
+            return {}
+        try:
+            members = await self._redis.sunion(keys)
+        except RedisError as exc:
+            raise BrokerUnavailable(f"presence: {exc!r}") from exc
+        return await self.fixes(int(m) for m in members)
+
+    async def unindex(self, drivers: dict[int, str]) -> None:
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for driver, cell in drivers.items():
+                    pipe.srem(self._cell + cell, driver)
+                await pipe.execute()
+        except RedisError as exc:
+            raise BrokerUnavailable(f"presence: {exc!r}") from exc
+
+    async def set_off(self, driver: int, off: bool) -> None:
+        try:
+            await (self._redis.sadd(self._off, driver) if off else self._redis.srem(self._off, driver))
+        except RedisError as exc:
+            raise BrokerUnavailable(f"presence: {exc!r}") from exc
+
+    async def switched_off(self) -> set[int]:
+        try:
+            return {int(m) for m in await self._redis.smembers(self._off)}
+        except RedisError as exc:
+            raise BrokerUnavailable(f"presence: {exc!r}") from exc
+
+    async def remember_sent(self, trip_id: str, drivers: Iterable[int]) -> None:
+        ids = list(drivers)
+        if not ids:
+            return
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.sadd(self._sent + trip_id, *ids)
+                pipe.expire(self._sent + trip_id, SENT_TTL_S)
+                await pipe.execute()
+        except RedisError as exc:
+            raise BrokerUnavailable(f"presence: {exc!r}") from exc
+
+    async def take_sent(self, trip_id: str) -> set[int]:
+        try:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.smembers(self._sent + trip_id)
+                pipe.delete(self._sent + trip_id)
+                members, _ = await pipe.execute()
+        except RedisError as exc:
+            raise BrokerUnavailable(f"presence: {exc!r}") from exc
+        return {int(m) for m in members}
