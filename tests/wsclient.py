@@ -10,13 +10,17 @@ import websockets
 from websockets.asyncio.client import ClientConnection
 
 from taxiload.harness import TIMEOUT_SCALE
+from tests.support import bearer, log_in, sign_up
 
 WAIT = 5 * TIMEOUT_SCALE
 
 
-async def connect(base: str, token: str, ready: bool = True, **kwargs: Any) -> ClientConnection:
+async def connect(base: str, token: str, ready: bool = True, protocol: int = 1, **kwargs: Any) -> ClientConnection:
     """Open a socket; with ``ready``, wait for an echo so the server has joined its groups (as the protocol
-    promises: a client that got an answer hears every later broadcast)."""
+    promises: a client that got an answer hears every later broadcast). ``protocol=2`` offers the taxi.v2
+    subprotocol."""
+    if protocol == 2:
+        kwargs.setdefault("subprotocols", ["taxi.v2"])
     ws = await websockets.connect(f"{base}/taxi/?token={token}", open_timeout=WAIT, **kwargs)
     if ready:
         await ws.send('{"type": "echo.message", "data": "ready?"}')
@@ -51,6 +55,25 @@ async def still_open(ws: ClientConnection) -> None:
     """The socket answers an echo: it is open and its reader is working."""
     reply = await ask(ws, "echo.message", {"ping": 1})
     assert reply == {"type": "echo.message", "data": {"ping": 1}}, reply
+
+
+class Live:
+    """A test server (sanic-testing's reusable client) with helpers to run socket scenarios on its loop."""
+
+    def __init__(self, client) -> None:
+        self.client = client
+        self.base = f"ws://127.0.0.1:{client.port}"
+
+    def run(self, coro):
+        """Run a client scenario on the loop the test server runs on."""
+        return self.client._run(asyncio.wait_for(coro, 60 * WAIT / 5))
+
+    def account(self, username: str, group: str = "rider") -> dict:
+        user = sign_up(self.client, username, group=group)
+        return user | log_in(self.client, username)
+
+    def get(self, path: str, token: str):
+        return self.client.get(path, headers=bearer(token))[1]
 
 
 def trip_request(pick_up: str = "A", drop_off: str = "B", **extra: Any) -> dict[str, Any]:

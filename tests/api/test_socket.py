@@ -16,8 +16,8 @@ import redis.asyncio as aioredis
 import websockets
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from tests.support import SyncDB, bearer, eventually, log_in, sign_up
-from tests.wsclient import WAIT, RawSocket, ask, connect, recv, send, silent, still_open, trip_request
+from tests.support import SyncDB, eventually
+from tests.wsclient import WAIT, Live, RawSocket, ask, connect, recv, send, silent, still_open, trip_request
 
 
 @pytest.fixture
@@ -28,23 +28,6 @@ def settings(deployment):
 @pytest.fixture
 def sql(deployment):
     return SyncDB(deployment.database)
-
-
-class Live:
-    def __init__(self, client) -> None:
-        self.client = client
-        self.base = f"ws://127.0.0.1:{client.port}"
-
-    def run(self, coro):
-        """Run a client scenario on the loop the test server runs on."""
-        return self.client._run(asyncio.wait_for(coro, 60 * WAIT / 5))
-
-    def account(self, username: str, group: str = "rider") -> dict:
-        user = sign_up(self.client, username, group=group)
-        return user | log_in(self.client, username)
-
-    def get(self, path: str, token: str):
-        return self.client.get(path, headers=bearer(token))[1]
 
 
 @pytest.fixture

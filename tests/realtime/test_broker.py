@@ -237,6 +237,56 @@ async def test_frames_go_out_directly_when_idle_and_in_order_otherwise():
     session.stop()
 
 
+async def test_a_socket_that_is_behind_gets_the_newest_position_after_its_trip_events_not_a_backlog():
+    sent: list[str] = []
+    release = asyncio.Event()
+
+    async def slow_send(text: str) -> None:
+        await release.wait()
+        sent.append(text)
+
+    session = Session(slow_send, lambda code, reason: None, 8, write_now=lambda text: False)
+    session.start()
+    session.offer("trip event 1")
+    for n in range(100):  # a position every few milliseconds while the client is not reading
+        assert session.offer_latest("location:t1", f"t1 at {n}")
+    session.offer_latest("location:t2", "t2 at 0")
+    session.offer("trip event 2")
+    release.set()
+    await eventually(lambda: sent, "the writer catches up", until=lambda got: len(got) >= 4)
+    await asyncio.sleep(0.05)
+    assert sent == ["trip event 1", "trip event 2", "t1 at 99", "t2 at 0"]
+    # And a position offered to an idle socket with nothing queued goes out as it comes.
+    session.offer_latest("location:t1", "t1 at 100")
+    await eventually(lambda: sent, "an idle writer sends it", until=lambda got: len(got) == 5)
+    assert sent[-1] == "t1 at 100"
+    session.stop()
+
+
+async def test_deliveries_narrowed_by_version_and_user_reach_exactly_those_sockets(workers):
+    relays, _, _ = workers
+    a, b = relays
+    sinks = {}
+    for relay, user, version in ((a, 1, 1), (a, 2, 2), (b, 2, 1), (b, 3, 2), (b, 4, 2)):
+        sink = Sink()
+        sink.session.user, sink.session.version = user, version
+        relay.open(sink.session)
+        await relay.join(sink.session, "drivers")
+        sinks[(relay is a, user, version)] = sink
+    await a.publish("drivers", "v2 only", min_version=2)
+    await a.publish("drivers", "to 2 and 4", only=frozenset({2, 4, 99}))
+    await b.publish("drivers", "all but 2", skip=frozenset({2}))
+    got = {key: await sink.settle(1) for key, sink in sinks.items()}
+    await asyncio.sleep(0.2)
+    assert {key: sink.frames for key, sink in sinks.items()} == {
+        (True, 1, 1): ["all but 2"],
+        (True, 2, 2): ["v2 only", "to 2 and 4"],
+        (False, 2, 1): ["to 2 and 4"],
+        (False, 3, 2): ["v2 only", "all but 2"],
+        (False, 4, 2): ["v2 only", "to 2 and 4", "all but 2"],
+    }, got
+
+
 @pytest.mark.parametrize(
     ("url", "prefix", "expected"),
     [
