@@ -1,14 +1,17 @@
-"""Migration 2 on a database that already has users: names that now count as one keep logging in."""
+"""Migrations on databases that already hold data: migration 2 (names that now count as one keep logging in) and
+migration 4 (trips gain locations in place)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import secrets
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import bcrypt
+import psycopg2
 import pytest
 from sanic_testing.reusable import ReusableClient
 
@@ -97,3 +100,36 @@ async def _current(url: DatabaseURL) -> int:
         return await current_version(database)
     finally:
         await database.aio_close()
+
+
+def test_trips_stored_before_locations_keep_their_data_and_read_with_null_places(version_1, tmp_path):
+    sql = SyncDB(version_1)
+    hashed = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(4)).decode()
+    for name, role in (("old-rider", "rider"), ("old-driver", "driver")):
+        sql.execute(
+            "INSERT INTO taxi_user (username, password, role, date_joined) VALUES (%s, %s, %s, %s)",
+            (name, hashed, role, datetime.now(UTC).isoformat()),
+        )
+    rider, driver = sql.user_id("old-rider"), sql.user_id("old-driver")
+    waiting = sql.add_trip(rider, pick_up="1 Main St", age_seconds=60)
+    driving = sql.add_trip(rider, driver, status="IN_PROGRESS", drop_off="2 Oak Ave", age_seconds=30)
+    assert asyncio.run(_migrate(version_1)) == list(range(2, LATEST + 1))
+
+    app = create_app(make_settings(version_1, tmp_path), name=f"taxi_{secrets.token_hex(4)}")
+    with ReusableClient(app, port=free_port()) as client:
+        _, resp = client.post("/api/log_in/", json={"username": "old-driver", "password": PASSWORD})
+        _, trips = client.get("/api/trip/", headers={"Authorization": f"Bearer {resp.json['access']}"})
+    assert trips.status == 200
+    by_id = {t["id"]: t for t in trips.json}
+    assert set(by_id) == {waiting, driving}  # a request that names no place is one any driver could accept
+    assert by_id[waiting]["pick_up_address"] == "1 Main St" and by_id[driving]["drop_off_address"] == "2 Oak Ave"
+    assert by_id[driving]["status"] == "IN_PROGRESS" and by_id[driving]["driver"]["id"] == driver
+    for trip in by_id.values():
+        assert (trip["pick_up_location"], trip["drop_off_location"], trip["driver_location"]) == (None, None, None)
+    # The new columns take a place; a half point (a latitude without its longitude) is refused by PostgreSQL.
+    sql.execute(
+        "UPDATE taxi_trip SET pick_up_lat = %s, pick_up_lng = %s WHERE id = %s", (52.5, 13.4, uuid.UUID(waiting).hex)
+    )
+    if not version_1.is_sqlite:
+        with pytest.raises(psycopg2.IntegrityError):
+            sql.execute("UPDATE taxi_trip SET drop_off_lat = 1 WHERE id = %s", (uuid.UUID(driving).hex,))
