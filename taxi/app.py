@@ -183,10 +183,26 @@ async def _open_worker(app: TaxiApp) -> None:
             retry_on_error=[RedisConnectionError, RedisTimeoutError],
         )
         app.ctx.accounts.throttle = RedisThrottle(app.ctx.redis, settings.redis_prefix)
-        store = RedisPresenceStore(app.ctx.redis, settings.redis_prefix)
+        store = RedisPresenceStore(_presence_client(settings.redis_url), settings.redis_prefix)
     app.ctx.presence = Presence(store, settings.dispatch_radius_m, settings.location_stale_s)
     app.ctx.trips.presence = app.ctx.presence
     app.ctx.locations = Locations(app.ctx.presence, app.ctx.events, settings.location_min_interval_ms / 1000)
+
+
+def _presence_client(url: str) -> aioredis.Redis:
+    """Redis for drivers' positions: thousands of fixes a second share a bounded pool, and a burst waits for a
+    free connection (up to 2 s) instead of failing at the pool's limit."""
+    pool = aioredis.BlockingConnectionPool.from_url(
+        url,
+        max_connections=64,
+        timeout=2,
+        socket_connect_timeout=1,
+        socket_timeout=1,
+        health_check_interval=15,
+        retry=redis_retry(),
+        retry_on_error=[RedisConnectionError, RedisTimeoutError],
+    )
+    return aioredis.Redis(connection_pool=pool)
 
 
 async def _close_sockets(app: TaxiApp) -> None:
@@ -200,6 +216,7 @@ async def _close_worker(app: TaxiApp) -> None:
     locations = getattr(app.ctx, "locations", None)
     if locations is not None:
         await locations.close()
+        await locations.presence.store.close()
     relay = getattr(app.ctx, "relay", None)
     if relay is not None:
         await relay.broker.stop()

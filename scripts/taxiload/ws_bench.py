@@ -13,7 +13,7 @@ import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
-from taxiload import ws_broadcast, ws_idle, ws_lifecycle
+from taxiload import ws_broadcast, ws_city, ws_idle, ws_lifecycle
 from taxiload.accounts import Account, make_accounts
 from taxiload.database import ScratchDatabase
 from taxiload.harness import ServerProcess
@@ -27,7 +27,11 @@ from taxiload.ws_report import FOOTER, print_tables, show
 def parse_args(doc: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workers", default="1,2", help="comma-separated worker counts (default 1,2)")
-    parser.add_argument("--scenario", default=",".join(SCENARIOS), help="comma-separated scenarios (default all)")
+    parser.add_argument(
+        "--scenario",
+        default="broadcast,lifecycle,connections",
+        help="comma-separated scenarios of " + ",".join(SCENARIOS),
+    )
     parser.add_argument("--duration", type=float, default=10, help="seconds of each timed run (default 10)")
     parser.add_argument("--drivers", type=int, default=1000, help="broadcast: driver sockets (default 1000)")
     parser.add_argument("--riders", type=int, default=4, help="broadcast: rider sockets creating trips (default 4)")
@@ -39,6 +43,9 @@ def parse_args(doc: str) -> argparse.Namespace:
     parser.add_argument("--client-procs", type=int, default=1, help="client processes for the sockets (default 1)")
     parser.add_argument("--driver-accounts", type=int, default=10, help="driver accounts shared by the sockets")
     parser.add_argument("--pool", type=int, default=20, help="TAXI_DB_POOL_SIZE, per worker (default 20)")
+    parser.add_argument("--city-drivers", type=int, default=10000, help="city: driver sockets (default 10000)")
+    parser.add_argument("--city-rate", type=float, default=20, help="city: trip requests/s (default 20)")
+    parser.add_argument("--radius", type=int, default=5000, help="city: TAXI_DISPATCH_RADIUS_M (default 5000)")
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the results to PATH as JSON")
     parser.add_argument("--profile", action="store_true", help="py-spy one worker during the broadcast run")
     args = parser.parse_args()
@@ -73,18 +80,26 @@ def run_scenarios(bench: Bench, args: argparse.Namespace, rows: list[Row]) -> No
     for scenario in args.scenarios:
         for size in args.pair_counts if scenario == "lifecycle" else [0]:
             print(f"  {scenario}" + (f" ({size} pairs)" if size else ""))
-            if scenario == "lifecycle":
-                row = ws_lifecycle.run(bench, size)
+            if scenario == "city":
+                found = ws_city.run(bench)
+            elif scenario == "lifecycle":
+                found = [ws_lifecycle.run(bench, size)]
             else:
-                row = ws_broadcast.run(bench) if scenario == "broadcast" else ws_idle.run(bench)
-            rows.append(row)
-            show(row)
+                found = [ws_broadcast.run(bench) if scenario == "broadcast" else ws_idle.run(bench)]
+            for row in found:
+                rows.append(row)
+                show(row)
 
 
 def run_all(args: argparse.Namespace, log_dir: Path, rows: list[Row], profiles: list[str], warnings: list[str]) -> bool:
     """Every scenario on one server per worker count; False if a server did not stop cleanly."""
     ok = True
-    env = {"TAXI_DB_POOL_SIZE": str(args.pool), "TAXI_ACCESS_TOKEN_LIFETIME": "3600"} | dict.fromkeys(LIMITS, "1000000")
+    env = {
+        "TAXI_DB_POOL_SIZE": str(args.pool),
+        "TAXI_ACCESS_TOKEN_LIFETIME": "3600",
+        "TAXI_DISPATCH_RADIUS_M": str(args.radius),
+        "TAXI_BCRYPT_ROUNDS": "4",  # thousands of bench accounts: their passwords are not what is measured
+    } | dict.fromkeys(LIMITS, "1000000")
     with ScratchDatabase("bench", log_dir, env) as db:  # dropped, with its Redis keys, even after a failure or Ctrl-C
         drivers: list[Account] = []
         for n in args.worker_counts:

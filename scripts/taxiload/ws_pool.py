@@ -17,10 +17,11 @@ import uvloop
 
 from taxiload.proc import cpu_seconds, raise_nofile
 from taxiload.ws_agents import Deliveries, LifecycleStats, Pair
+from taxiload.ws_city_agents import CityDrivers
 from taxiload.ws_client import Conn, close_all, open_many
 
 
-class ClientProcess:
+class ClientProcess(CityDrivers):
     """The commands a client process carries out for the main process, one at a time."""
 
     def __init__(self) -> None:

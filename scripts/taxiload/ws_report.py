@@ -39,6 +39,18 @@ COLUMNS: dict[str, list[tuple[str, int, str, str]]] = {
         ("errs", 4, "errors", "{:.0f}"),
         ("stalls", 6, "stalls", "{:.0f}"),
     ],
+    "city": [
+        ("req/s", 5, "requests_per_s", "{:.1f}"),
+        ("fix/s", 5, "fixes_per_s", "{:.0f}"),
+        ("reach", 5, "reached_per_request", "{:.0f}"),
+        ("req p50", 7, "request_p50_ms", "{:.1f}"),
+        ("req p99", 7, "request_p99_ms", "{:.1f}"),
+        ("fix p50", 7, "fix_p50_ms", "{:.1f}"),
+        ("fix p99", 7, "fix_p99_ms", "{:.1f}"),
+        ("evt p99", 7, "event_p99_ms", "{:.1f}"),
+        ("missed", 6, "missed", "{:.0f}"),
+        ("extra", 5, "extra", "{:.0f}"),
+    ],
     "connections": [
         ("sockets", 7, "sockets", "{:.0f}"),
         ("new/s", 6, "sockets_per_s", "{:.0f}"),
@@ -62,11 +74,11 @@ CPU_COLUMNS = [
 
 
 def print_tables(rows: list[Row]) -> None:
-    for scenario in SCENARIOS:
+    for scenario in (*SCENARIOS, "city-old-rule"):
         mine = [r for r in rows if r.scenario == scenario]
         if not mine:
             continue
-        columns = COLUMNS[scenario] + CPU_COLUMNS
+        columns = COLUMNS[scenario.removesuffix("-old-rule")] + CPU_COLUMNS
         print(f"{scenario:<12} {'workers':>7} " + " ".join(f"{h:>{w}}" for h, w, _, _ in columns) + "  bound")
         for r in mine:
             values = r.figures | r.cpu
@@ -110,7 +122,22 @@ def _lifecycle_note(r: Row) -> str:
     )
 
 
-NOTES = {"broadcast": _broadcast_note, "lifecycle": _lifecycle_note, "connections": _connections_note}
+def _city_note(r: Row) -> str:
+    f = r.figures
+    checked = f" of {f['checked']} expected deliveries checked" if "checked" in f else ""
+    return (
+        f"workers={r.workers}: {r.size} drivers, {f['requests']} requests, {f['reached_per_request']:.0f} drivers "
+        f"reached per request{checked}; create->echo p99 {f['echo_p99_ms']:.1f} ms"
+    )
+
+
+NOTES = {
+    "broadcast": _broadcast_note,
+    "lifecycle": _lifecycle_note,
+    "connections": _connections_note,
+    "city": _city_note,
+    "city-old-rule": _city_note,
+}
 
 
 def show(row: Row) -> None:
@@ -120,6 +147,8 @@ def show(row: Row) -> None:
         "broadcast": ("deliveries_per_s", "deliveries/s"),
         "lifecycle": ("lifecycles_per_s", "lifecycles/s"),
         "connections": ("sockets_per_s", "new sockets/s"),
+        "city": ("request_p99_ms", "ms request->driver p99"),
+        "city-old-rule": ("request_p99_ms", "ms request->driver p99"),
     }[row.scenario]
     flag = "" if row.valid else "   <-- " + "; ".join(row.problems)
     print(

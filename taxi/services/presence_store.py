@@ -85,6 +85,8 @@ class PresenceStore(Protocol):
     async def take_sent(self, trip_id: str) -> set[int]:
         """The drivers a request was sent to, forgotten as they are read (the request is taken or gone)."""
 
+    async def close(self) -> None: ...
+
 
 class LocalPresenceStore:
     """The store of the embedded default: dictionaries of this one process."""
@@ -139,6 +141,9 @@ class LocalPresenceStore:
     async def take_sent(self, trip_id: str) -> set[int]:
         return set(self._sent.pop(trip_id, ()))
 
+    async def close(self) -> None:
+        return None
+
 
 class RedisPresenceStore:
     """The shared store: a hash of fixes, a set per H3 cell, a set of drivers switched off, a set per request.
@@ -152,20 +157,30 @@ class RedisPresenceStore:
         self._cell = f"{prefix}presence:cell:"
         self._off = f"{prefix}presence:off"
         self._sent = f"{prefix}presence:sent:"
+        # The cell this process last indexed each of its drivers under: every fix but a driver's first here is then
+        # one round trip. If another process moved the driver meanwhile, the driver stays listed in an old cell
+        # too, which a search only over-reads (it checks the stored position).
+        self._indexed: dict[int, str] = {}
 
     async def put(self, driver: int, fix: Fix, cell: str) -> None:
         try:
-            previous = await self._redis.hget(self._fixes, str(driver))
+            old = self._indexed.get(driver)
+            if old is None and (previous := await self._redis.hget(self._fixes, str(driver))) is not None:
+                old = _text(previous).rsplit(" ", 1)[1]
             async with self._redis.pipeline(transaction=False) as pipe:
-                if previous is not None and (old := _text(previous).rsplit(" ", 1)[1]) != cell:
+                if old is not None and old != cell:
                     pipe.srem(self._cell + old, driver)
+                # Always: a search may have dropped it as stale meanwhile, and in a pipeline it costs no round trip.
                 pipe.sadd(self._cell + cell, driver)
                 pipe.hset(self._fixes, str(driver), fix.encode(cell))
                 await pipe.execute()
         except RedisError as exc:
+            self._indexed.pop(driver, None)
             raise BrokerUnavailable(f"presence: {exc!r}") from exc
+        self._indexed[driver] = cell
 
     async def forget(self, driver: int) -> None:
+        self._indexed.pop(driver, None)
         try:
             previous = await self._redis.hget(self._fixes, str(driver))
             async with self._redis.pipeline(transaction=False) as pipe:
@@ -238,3 +253,6 @@ class RedisPresenceStore:
         except RedisError as exc:
             raise BrokerUnavailable(f"presence: {exc!r}") from exc
         return {int(m) for m in members}
+
+    async def close(self) -> None:
+        await self._redis.aclose()
