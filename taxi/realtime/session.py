@@ -1,12 +1,15 @@
-"""One connected socket's outbound side: a bounded queue drained by its own writer task.
+"""One connected socket's outbound side: a bounded queue drained by a writer task that exists only while there is
+something to drain.
 
-Broadcasts never wait for a slow client: ``offer`` only enqueues. A client that lets its queue fill up is
-disconnected (code 1013, "try again later") instead of slowing its groups down or growing memory.
+Broadcasts never wait for a slow client: ``offer`` writes straight to an idle socket or enqueues. A client that
+lets its queue fill up is disconnected (code 1013, "try again later") instead of slowing its groups down or
+growing memory. An idle socket holds no queue and no task: thousands of waiting phones cost only their sockets.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
@@ -14,8 +17,7 @@ from collections.abc import Awaitable, Callable
 log = logging.getLogger("taxi.realtime")
 
 TOO_SLOW = 1013
-_CLOSE = "\x00close"  # queue sentinels (a real frame is JSON and never looks like these)
-_WAKE = "\x00wake"
+_CLOSE = "\x00close"  # queue sentinel (a real frame is JSON and never looks like this)
 
 
 class Session:
@@ -32,6 +34,8 @@ class Session:
         "_latest",
         "_queue",
         "_send",
+        "_size",
+        "_started",
         "_write_now",
         "_writer",
         "closed",
@@ -56,35 +60,43 @@ class Session:
         self.label = label
         self.user = user
         self.version = version
-        self._latest: dict[str, str] | None = None
         self.groups: set[str] = set()
         self.closed = False
         self._send = send
         self._abort = abort
-        self._queue: asyncio.Queue[str] = asyncio.Queue(queue_size)
+        self._size = queue_size
+        self._queue: collections.deque[str] | None = None  # made on first use: most sockets never queue
+        self._latest: dict[str, str] | None = None
         self._writer: asyncio.Task[None] | None = None
+        self._started = False
         self._closing: tuple[int, str] | None = None
         self._write_now = write_now
 
     def start(self) -> None:
-        self._writer = asyncio.create_task(self._drain(), name=f"ws-writer-{self.id[:8]}")
+        """Allow writing (frames offered before this wait in the queue, in order)."""
+        self._started = True
+        self._wake()
+
+    def _idle(self) -> bool:
+        return not self._queue and self._writer is None
 
     def offer(self, text: str) -> bool:
         """Queue one frame; on overflow disconnect the client (it must reconnect and re-fetch). Never blocks."""
         if self.closed:
             return False
-        # Nothing queued and the socket idle: write it now, without waking the writer task (the common case
-        # of a broadcast, where this runs once per member). Order is kept: nothing is waiting ahead of it.
-        if self._write_now is not None and self._queue.empty() and self._write_now(text):
+        # Nothing queued and the socket idle: write it now, without a task (the common case of a broadcast, where
+        # this runs once per member). Order is kept: nothing is waiting ahead of it.
+        if self._started and self._write_now is not None and self._idle() and self._write_now(text):
             return True
-        try:
-            self._queue.put_nowait(text)
-        except asyncio.QueueFull:
-            log.warning(
-                "socket %s (%s) fell %d frames behind: disconnecting it", self.id[:8], self.label, self._queue.maxsize
-            )
+        queue = self._queue
+        if queue is None:
+            queue = self._queue = collections.deque()
+        if len(queue) >= self._size:
+            log.warning("socket %s (%s) fell %d frames behind: disconnecting it", self.id[:8], self.label, self._size)
             self.close(TOO_SLOW, "too slow: reconnect and fetch your trips again")
             return False
+        queue.append(text)
+        self._wake()
         return True
 
     def offer_latest(self, key: str, text: str) -> bool:
@@ -92,24 +104,24 @@ class Session:
         never queues behind itself: only the newest frame of each key waits, after whatever is queued."""
         if self.closed:
             return False
-        if not self._latest and self._write_now is not None and self._queue.empty() and self._write_now(text):
+        direct = not self._latest and self._started and self._write_now is not None and self._idle()
+        if direct and self._write_now is not None and self._write_now(text):
             return True
         if self._latest is None:
             self._latest = {}
         self._latest.pop(key, None)  # re-inserted last: keys are written in the order they last changed
         self._latest[key] = text
-        if self._queue.empty():
-            self._queue.put_nowait(_WAKE)  # the writer may be waiting on the empty queue
+        self._wake()
         return True
 
     def close_when_sent(self, code: int, reason: str) -> None:
         """Close with ``code`` once the frames queued so far have been written (e.g. a last error message)."""
         if not self.closed:
             self._closing = (code, reason)
-            try:
-                self._queue.put_nowait(_CLOSE)
-            except asyncio.QueueFull:
-                self.close(code, reason)
+            if self._queue is None:
+                self._queue = collections.deque()
+            self._queue.append(_CLOSE)
+            self._wake()
 
     def close(self, code: int, reason: str) -> None:
         """Stop writing and drop the connection with ``code``; safe to call more than once."""
@@ -125,22 +137,31 @@ class Session:
         if self._writer is not None and not self._writer.done():
             self._writer.cancel()
 
+    def _wake(self) -> None:
+        """Start the writer if there is something to write and none is running."""
+        if self._writer is None and self._started and not self.closed and (self._queue or self._latest):
+            self._writer = asyncio.create_task(self._drain(), name=f"ws-writer-{self.id[:8]}")
+
     async def _drain(self) -> None:
         try:
-            while True:
-                if self._latest and self._queue.empty():
-                    key = next(iter(self._latest))
-                    await self._send(self._latest.pop(key))
-                    continue
-                text = await self._queue.get()
-                if text is _WAKE:
-                    continue
-                if text is _CLOSE and self._closing is not None:
-                    self.close(*self._closing)
-                    return
+            while not self.closed:
+                queue, latest = self._queue, self._latest
+                if queue:
+                    text = queue.popleft()
+                    if text is _CLOSE and self._closing is not None:
+                        self.close(*self._closing)
+                        return
+                elif latest:
+                    text = latest.pop(next(iter(latest)))
+                else:
+                    break
                 await self._send(text)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the socket went away under us: the handler's cleanup follows
             log.debug("socket %s writer stopped: %r", self.id[:8], exc)
             self.closed = True
+        # Drained: the writer ends, and the next frame that cannot go out directly starts another.
+        self._writer = None
+        if self._queue is not None and not self._queue:
+            self._queue = None
