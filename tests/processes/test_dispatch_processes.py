@@ -72,5 +72,7 @@ def test_a_request_reaches_the_drivers_in_range_on_every_worker_and_server(pg_da
             assert move["data"]["lat"] == where(3000, 0)["lat"]
             for sock in far_socks:
                 assert await silent(sock, 0.1)
+            for sock in (*near_socks, *far_socks, r):
+                await sock.close()
 
         asyncio.run(scenario())
