@@ -2,8 +2,9 @@
 
 A driver may send fixes as fast as it likes. The first is applied at once; the ones that arrive within the
 interval after it replace each other, and the newest is applied when the interval has passed. Nothing queues:
-each driver has one pending slot and at most one write in flight. An applied fix is recorded in the presence
-store and, while the driver has an active trip, sent to the trip's rider.
+each driver has one pending slot and at most one write in flight. The fixes of all drivers applied within a few
+milliseconds are recorded in the presence store together and, for a driver with an active trip, sent to the
+trip's rider.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from taxi.services.presence import Presence
 from taxi.services.trip_events import TripEvents
 
 log = logging.getLogger("taxi.locations")
+
+FLUSH_DELAY_S = 0.005  # fixes applied within this are written together (a fix reaches its rider this much later)
 
 
 @dataclass(eq=False)
@@ -39,6 +42,8 @@ class Locations:
         self.min_interval_s = min_interval_s
         self._feeds: dict[int, _Feed] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._batch: dict[int, tuple[_Feed, LocationFix, float]] = {}
+        self._flusher: asyncio.Task[None] | None = None
         self._failing = False
 
     def connected(self, driver: int, active_trip_ids: list[str]) -> None:
@@ -92,20 +97,37 @@ class Locations:
             return
         (fix, at), feed.pending = feed.pending, None
         feed.last = time.monotonic()
-        feed.writing = task = asyncio.create_task(self._write(driver, feed, fix, at), name=f"fix-{driver}")
-        task.add_done_callback(lambda _: self._written(driver, feed))
+        self._batch[driver] = (feed, fix, at)
+        if self._flusher is None:
+            self._flusher = asyncio.create_task(self._flush(), name="location-fixes")
+        feed.writing = self._flusher
+
+    async def _flush(self) -> None:
+        """Write the fixes applied in the last few milliseconds together: one round trip for all of them, instead
+        of one each (thousands of drivers would otherwise queue for the store's connections)."""
+        batch: dict[int, tuple[_Feed, LocationFix, float]] = {}
+        try:
+            await asyncio.sleep(FLUSH_DELAY_S)
+            batch, self._batch = self._batch, {}
+            self._flusher = None  # fixes applied from now on go into the next flush
+            await self._write(batch)
+        finally:
+            if self._flusher is asyncio.current_task():
+                self._flusher = None
+            for driver, (feed, _, _) in batch.items():
+                self._written(driver, feed)
 
     def _written(self, driver: int, feed: _Feed) -> None:
         feed.writing = None
         if feed.pending is not None and self._feeds.get(driver) is feed:
             self._schedule(driver, feed)
 
-    async def _write(self, driver: int, feed: _Feed, fix: LocationFix, at: float) -> None:
+    async def _write(self, batch: dict[int, tuple[_Feed, LocationFix, float]]) -> None:
         try:
-            stored = await self.presence.record(driver, fix, at)
-            location = stored.out()
-            for trip_id in list(feed.active):
-                await self.events.driver_moved(trip_id, location)
+            stored = await self.presence.record_many([(driver, fix, at) for driver, (_, fix, at) in batch.items()])
+            for (feed, _, _), kept in zip(batch.values(), stored, strict=True):
+                for trip_id in list(feed.active):
+                    await self.events.driver_moved(trip_id, kept.out())
         except BrokerUnavailable as exc:
             if not self._failing:
                 log.warning("driver positions cannot be stored or sent (%s); retrying with the next fix", exc)

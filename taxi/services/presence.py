@@ -37,6 +37,13 @@ class Presence:
         await self.store.put(driver, fix, geo.cell_of(fix.lat, fix.lng, self.resolution))
         return fix
 
+    async def record_many(self, fixes: list[tuple[int, LocationFix, float]]) -> list[Fix]:
+        """``record`` for several drivers' fixes (driver, fix, received at) in one write."""
+        kept = [Fix(f.lat, f.lng, f.heading, f.speed, at) for _, f, at in fixes]
+        cells = [geo.cell_of(fix.lat, fix.lng, self.resolution) for fix in kept]
+        await self.store.put_many([(d, fix, cell) for (d, _, _), fix, cell in zip(fixes, kept, cells, strict=True)])
+        return kept
+
     async def forget(self, driver: int) -> None:
         await self.store.forget(driver)
 

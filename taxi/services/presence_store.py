@@ -64,6 +64,9 @@ class PresenceStore(Protocol):
     async def put(self, driver: int, fix: Fix, cell: str) -> None:
         """Keep ``fix`` as the driver's last one, indexed under ``cell``."""
 
+    async def put_many(self, fixes: list[tuple[int, Fix, str]]) -> None:
+        """``put`` for several (driver, fix, cell) at once."""
+
     async def forget(self, driver: int) -> None:
         """Drop the driver's fix and index entry (it went offline)."""
 
@@ -103,6 +106,10 @@ class LocalPresenceStore:
             self._discard(driver, previous[1])
         self._cells.setdefault(cell, set()).add(driver)
         self._fixes[driver] = (fix, cell)
+
+    async def put_many(self, fixes: list[tuple[int, Fix, str]]) -> None:
+        for driver, fix, cell in fixes:
+            await self.put(driver, fix, cell)
 
     def _discard(self, driver: int, cell: str) -> None:
         members = self._cells.get(cell)
@@ -178,6 +185,28 @@ class RedisPresenceStore:
             self._indexed.pop(driver, None)
             raise BrokerUnavailable(f"presence: {exc!r}") from exc
         self._indexed[driver] = cell
+
+    async def put_many(self, fixes: list[tuple[int, Fix, str]]) -> None:
+        try:
+            unknown = [driver for driver, _, _ in fixes if driver not in self._indexed]
+            if unknown:  # drivers this process has not indexed yet: where another left them
+                for driver, value in zip(unknown, await self._redis.hmget(self._fixes, unknown), strict=True):
+                    if value is not None:
+                        self._indexed[driver] = _text(value).rsplit(" ", 1)[1]
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for driver, _, cell in fixes:
+                    old = self._indexed.get(driver)
+                    if old is not None and old != cell:
+                        pipe.srem(self._cell + old, driver)
+                    pipe.sadd(self._cell + cell, driver)
+                pipe.hset(self._fixes, mapping={str(d): fix.encode(cell) for d, fix, cell in fixes})
+                await pipe.execute()
+        except RedisError as exc:
+            for driver, _, _ in fixes:
+                self._indexed.pop(driver, None)
+            raise BrokerUnavailable(f"presence: {exc!r}") from exc
+        for driver, _, cell in fixes:
+            self._indexed[driver] = cell
 
     async def forget(self, driver: int) -> None:
         self._indexed.pop(driver, None)
