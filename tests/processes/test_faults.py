@@ -108,8 +108,10 @@ def test_a_killed_worker_loses_only_its_sockets_and_they_come_back(pg_database_u
         async def scenario():
             d = await connect(server.ws_url, driver["access"])
             socks, trips = [], []
-            for rider in riders:
-                ws = await connect(server.ws_url, rider["access"])
+            # All at once: a worker that is idle takes every connection made one after another, so sequential
+            # connects can all land on one worker; simultaneous ones are spread over both.
+            opened = await asyncio.gather(*(connect(server.ws_url, rider["access"]) for rider in riders))
+            for ws in opened:
                 trip = (await ask(ws, "create.trip", trip_request()))["data"]
                 if not trips:  # once it drives a trip the driver is busy, and hears no more requests
                     await recv(d)
