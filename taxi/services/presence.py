@@ -33,9 +33,7 @@ class Presence:
 
     async def record(self, driver: int, sent: LocationFix, at: float | None = None) -> Fix:
         """Keep a driver's fix (received at ``at``, now by default) as its current position."""
-        fix = Fix(sent.lat, sent.lng, sent.heading, sent.speed, self._clock() if at is None else at)
-        await self.store.put(driver, fix, geo.cell_of(fix.lat, fix.lng, self.resolution))
-        return fix
+        return (await self.record_many([(driver, sent, self._clock() if at is None else at)]))[0]
 
     async def record_many(self, fixes: list[tuple[int, LocationFix, float]]) -> list[Fix]:
         """``record`` for several drivers' fixes (driver, fix, received at) in one write."""

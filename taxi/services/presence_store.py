@@ -61,11 +61,8 @@ def _optional(text: str) -> float | None:
 
 
 class PresenceStore(Protocol):
-    async def put(self, driver: int, fix: Fix, cell: str) -> None:
-        """Keep ``fix`` as the driver's last one, indexed under ``cell``."""
-
     async def put_many(self, fixes: list[tuple[int, Fix, str]]) -> None:
-        """``put`` for several (driver, fix, cell) at once."""
+        """Keep each (driver, fix, cell): the fix as the driver's last one, indexed under the cell."""
 
     async def forget(self, driver: int) -> None:
         """Drop the driver's fix and index entry (it went offline)."""
@@ -100,16 +97,13 @@ class LocalPresenceStore:
         self._off: set[int] = set()
         self._sent: dict[str, set[int]] = {}
 
-    async def put(self, driver: int, fix: Fix, cell: str) -> None:
-        previous = self._fixes.get(driver)
-        if previous is not None and previous[1] != cell:
-            self._discard(driver, previous[1])
-        self._cells.setdefault(cell, set()).add(driver)
-        self._fixes[driver] = (fix, cell)
-
     async def put_many(self, fixes: list[tuple[int, Fix, str]]) -> None:
         for driver, fix, cell in fixes:
-            await self.put(driver, fix, cell)
+            previous = self._fixes.get(driver)
+            if previous is not None and previous[1] != cell:
+                self._discard(driver, previous[1])
+            self._cells.setdefault(cell, set()).add(driver)
+            self._fixes[driver] = (fix, cell)
 
     def _discard(self, driver: int, cell: str) -> None:
         members = self._cells.get(cell)
@@ -168,23 +162,6 @@ class RedisPresenceStore:
         # one round trip. If another process moved the driver meanwhile, the driver stays listed in an old cell
         # too, which a search only over-reads (it checks the stored position).
         self._indexed: dict[int, str] = {}
-
-    async def put(self, driver: int, fix: Fix, cell: str) -> None:
-        try:
-            old = self._indexed.get(driver)
-            if old is None and (previous := await self._redis.hget(self._fixes, str(driver))) is not None:
-                old = _text(previous).rsplit(" ", 1)[1]
-            async with self._redis.pipeline(transaction=False) as pipe:
-                if old is not None and old != cell:
-                    pipe.srem(self._cell + old, driver)
-                # Always: a search may have dropped it as stale meanwhile, and in a pipeline it costs no round trip.
-                pipe.sadd(self._cell + cell, driver)
-                pipe.hset(self._fixes, str(driver), fix.encode(cell))
-                await pipe.execute()
-        except RedisError as exc:
-            self._indexed.pop(driver, None)
-            raise BrokerUnavailable(f"presence: {exc!r}") from exc
-        self._indexed[driver] = cell
 
     async def put_many(self, fixes: list[tuple[int, Fix, str]]) -> None:
         try:
