@@ -24,6 +24,7 @@ from taxi.api.spec import build_spec
 from taxi.api.ws_transport import allow_no_subprotocol
 from taxi.config import ConfigError, Settings
 from taxi.migrations import LATEST, current_version, migrate
+from taxi.protocol import RESUME_REQUIRED, frame
 from taxi.realtime import Hub, LocalBroker, RedisBroker, Relay
 from taxi.realtime.broker import redis_retry
 from taxi.security import TokenIssuer
@@ -81,7 +82,7 @@ def _context(settings: Settings) -> AppContext:
         accounts=Accounts(
             tokens, settings.bcrypt_rounds, settings.public_url, limits, rotate_refresh=settings.rotate_refresh_tokens
         ),
-        trips=Trips(settings.public_url),
+        trips=Trips(settings.public_url, settings.max_open_trips_per_rider),
         media=Media(settings.media_root, settings.max_photo_bytes, settings.max_photo_pixels),
     )
 
@@ -165,10 +166,11 @@ async def _open_worker(app: TaxiApp) -> None:
     settings = app.ctx.settings
     app.ctx.database = await dbm.connect(settings.database, settings.db_pool_size)
     redis_url = settings.redis_url
+    resync = frame(RESUME_REQUIRED, {})
     if redis_url:
-        relay = Relay(Hub(), lambda deliver: RedisBroker(redis_url, settings.redis_prefix, deliver))
+        relay = Relay(Hub(), lambda deliver: RedisBroker(redis_url, settings.redis_prefix, deliver), resync)
     else:
-        relay = Relay(Hub(), LocalBroker)
+        relay = Relay(Hub(), LocalBroker, resync)
     await relay.broker.start()
     app.ctx.relay = relay
     app.ctx.events = TripEvents(relay)

@@ -168,6 +168,12 @@ class Settings:
         100, "TAXI_TRIP_LIST_DEFAULT", "`limit` of `GET /api/trip/` when none is given (at most the maximum)", low=1
     )
     trip_list_max: int = setting(500, "TAXI_TRIP_LIST_MAX", "largest `limit` of `GET /api/trip/`", low=1)
+    max_open_trips_per_rider: int = setting(
+        1,
+        "TAXI_MAX_OPEN_TRIPS_PER_RIDER",
+        "trips a rider may hold REQUESTED, STARTED or IN_PROGRESS at once; one more `create.trip` gets `trip_open`",
+        low=1,
+    )
     ws_queue_size: int = setting(
         256,
         "TAXI_WS_QUEUE_SIZE",

@@ -13,7 +13,10 @@ REQUESTED = "REQUESTED"
 STARTED = "STARTED"
 IN_PROGRESS = "IN_PROGRESS"
 COMPLETED = "COMPLETED"
-STATUSES = (REQUESTED, STARTED, IN_PROGRESS, COMPLETED)
+CANCELED = "CANCELED"
+STATUSES = (REQUESTED, STARTED, IN_PROGRESS, COMPLETED, CANCELED)
+OPEN = (REQUESTED, STARTED, IN_PROGRESS)  # a rider's trip in one of these counts against its open-trip limit
+FINAL = (COMPLETED, CANCELED)  # nothing more happens to the trip: its group ends
 
 
 def utcnow() -> dt.datetime:

@@ -27,6 +27,10 @@ class APIError(Exception):
     def headers(self) -> dict[str, str]:
         return {}
 
+    def extra(self) -> dict[str, Any]:
+        """Fields a WebSocket ``error`` carries besides ``code`` and ``detail``."""
+        return {}
+
 
 class ValidationFailed(APIError):
     """400: one or more fields are wrong; ``errors`` maps each field to its messages."""
@@ -68,6 +72,26 @@ class NotFound(APIError):
 class Conflict(APIError):
     status = 409
     code = "conflict"
+
+
+class TripOpen(Conflict):
+    """A rider at the open-trip limit asked for another trip; ``trip_id`` is one of the open ones."""
+
+    code = "trip_open"
+
+    def __init__(self, trip_id: str | None) -> None:
+        super().__init__(
+            "You already have an open trip: finish or cancel it before requesting another."
+            if trip_id
+            else "Your open trip just ended; request again."
+        )
+        self.trip_id = trip_id
+
+    def body(self) -> dict[str, Any]:
+        return {**super().body(), **self.extra()}
+
+    def extra(self) -> dict[str, Any]:
+        return {"trip_id": self.trip_id}
 
 
 class UnsupportedMediaType(APIError):

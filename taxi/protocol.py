@@ -15,7 +15,16 @@ import orjson
 
 from taxi.domain import STATUSES
 from taxi.errors import PermissionDenied, ValidationFailed
-from taxi.schemas import LocationFix, TripRequest, parse_location_fix, parse_trip_id, parse_trip_request
+from taxi.schemas import (
+    Cancel,
+    LocationFix,
+    TripRequest,
+    parse_cancel,
+    parse_location_fix,
+    parse_resume,
+    parse_trip_id,
+    parse_trip_request,
+)
 
 ECHO = "echo.message"
 CREATE_TRIP = "create.trip"
@@ -26,8 +35,12 @@ ERROR = "error"
 UPDATE_LOCATION = "update.location"
 UPDATE_AVAILABILITY = "update.availability"
 DRIVER_LOCATION = "driver.location"
+CANCEL_TRIP = "cancel.trip"
+RESUME = "resume"
+RESUME_DONE = "resume.done"
+RESUME_REQUIRED = "resume.required"
 V2_SUBPROTOCOL = "taxi.v2"
-V2_TYPES = (UPDATE_LOCATION, UPDATE_AVAILABILITY)
+V2_TYPES = (UPDATE_LOCATION, UPDATE_AVAILABILITY, CANCEL_TRIP, RESUME)
 
 
 class ProtocolError(Exception):
@@ -66,7 +79,18 @@ class UpdateAvailability:
     available: bool
 
 
-Command = Echo | CreateTrip | UpdateTrip | UpdateLocation | UpdateAvailability
+@dataclass(frozen=True)
+class CancelTrip:
+    cancel: Cancel
+    if_version: int | None  # cancel only if the trip is still at this version (what the client saw)
+
+
+@dataclass(frozen=True)
+class Resume:
+    seen: dict[uuid.UUID, int]  # trip id -> the last version the client has
+
+
+Command = Echo | CreateTrip | UpdateTrip | UpdateLocation | UpdateAvailability | CancelTrip | Resume
 
 
 def frame(kind: str, data: Any) -> str:
@@ -74,10 +98,14 @@ def frame(kind: str, data: Any) -> str:
     return orjson.dumps({"type": kind, "data": data}).decode()
 
 
-def error_frame(code: str, detail: str, fields: dict[str, list[str]] | None = None) -> str:
+def error_frame(
+    code: str, detail: str, fields: dict[str, list[str]] | None = None, extra: dict[str, Any] | None = None
+) -> str:
     data: dict[str, Any] = {"code": code, "detail": detail}
     if fields:
         data["fields"] = fields
+    if extra:
+        data.update(extra)
     return frame(ERROR, data)
 
 
@@ -132,10 +160,23 @@ def parse_command(kind: str, data: Any, caller_id: int, version: int = 1) -> Com
 def _parse_v2(kind: str, body: dict[str, Any]) -> Command:
     if kind == UPDATE_LOCATION:
         return UpdateLocation(parse_location_fix(body))
+    if kind == CANCEL_TRIP:
+        return CancelTrip(parse_cancel(body, body.get("id")), parse_if_version(body.get("version")))
+    if kind == RESUME:
+        return Resume(parse_resume(body))
     available = body.get("available")
     if not isinstance(available, bool):
         raise ValidationFailed.field("available", f"Expected true or false, got {type(available).__name__}.")
     return UpdateAvailability(available)
+
+
+def parse_if_version(value: Any) -> int | None:
+    """An optional trip version a change is conditional on."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value < 2**31:
+        raise ValidationFailed.field("version", "Must be a trip version (a whole number from 1).")
+    return value
 
 
 def require_data(data: Any) -> dict[str, Any]:

@@ -27,6 +27,8 @@ MAX_TOKEN = 4096
 MAX_LOGIN_USERNAME = 4 * MAX_USERNAME
 MAX_ADDRESS = 255
 MAX_SPEED = 1000.0  # m/s: no car, but a sane bound for a GPS glitch
+MAX_REASON = 255
+MAX_RESUME_TRIPS = 500  # trips one resume may list (a phone keeps a screen's worth, not a history)
 
 REQUIRED = "This field is required."
 
@@ -46,6 +48,13 @@ class TripRequest:
     drop_off_address: str
     pick_up_location: Point | None = None
     drop_off_location: Point | None = None
+    request_id: uuid.UUID | None = None  # the client's id of this request: a retry finds the trip it made
+
+
+@dataclass(frozen=True)
+class Cancel:
+    trip_id: uuid.UUID
+    reason: str | None
 
 
 @dataclass(frozen=True)
@@ -154,8 +163,40 @@ def parse_trip_request(data: Mapping[str, Any]) -> TripRequest:
     drop_off = _text(data, "drop_off_address", errors, required=True, max_length=MAX_ADDRESS)
     pick_up_location = _optional_point(data, "pick_up_location", errors)
     drop_off_location = _optional_point(data, "drop_off_location", errors)
+    request_id = None
+    if data.get("request_id") is not None:
+        try:
+            request_id = parse_trip_id(data["request_id"], "request_id")
+        except ValidationFailed as exc:
+            errors.errors.update(exc.errors)
     errors.raise_if_any()
-    return TripRequest(pick_up.strip() or pick_up, drop_off.strip() or drop_off, pick_up_location, drop_off_location)
+    return TripRequest(
+        pick_up.strip() or pick_up, drop_off.strip() or drop_off, pick_up_location, drop_off_location, request_id
+    )
+
+
+def parse_cancel(data: Mapping[str, Any], trip_id: Any) -> Cancel:
+    """A cancellation: the trip's id (from the message or the URL) and an optional reason."""
+    errors = _Errors()
+    reason = _text(data, "reason", errors, required=False, max_length=MAX_REASON)
+    errors.raise_if_any()
+    return Cancel(parse_trip_id(trip_id), reason or None)
+
+
+def parse_resume(data: Mapping[str, Any]) -> dict[uuid.UUID, int]:
+    """``{"trips": {"<trip id>": <last version seen>, ...}}``: what a reconnecting client already has."""
+    trips = data.get("trips", {})
+    if not isinstance(trips, Mapping):
+        raise ValidationFailed.field("trips", f"Expected an object of trip id to version, got {type(trips).__name__}.")
+    if len(trips) > MAX_RESUME_TRIPS:
+        raise ValidationFailed.field("trips", f"List at most {MAX_RESUME_TRIPS} trips, got {len(trips)}.")
+    seen: dict[uuid.UUID, int] = {}
+    for key, version in trips.items():
+        trip_id = parse_trip_id(key, "trips")
+        if isinstance(version, bool) or not isinstance(version, int) or not 0 <= version < 2**31:
+            raise ValidationFailed.field("trips", f"The version of {key} must be a whole number >= 0.")
+        seen[trip_id] = version
+    return seen
 
 
 def _number(data: Mapping[str, Any], name: str, low: float, high: float, errors: _Errors, prefix: str = "") -> float:

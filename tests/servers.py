@@ -24,6 +24,7 @@ def server_env(url: Any, tmp_path: Path, **overrides: str) -> dict[str, str]:
         "TAXI_BCRYPT_ROUNDS": "4",
         "TAXI_MEDIA_ROOT": str(tmp_path / "media"),
         "TAXI_SIGNUPS_PER_ADDRESS": "1000",  # the tests sign up many users from 127.0.0.1
+        "TAXI_MAX_OPEN_TRIPS_PER_RIDER": "100",  # the tests give one rider several trips at once
     }
     env.update(overrides)
     return env

@@ -62,6 +62,7 @@ def start_server(
         "TAXI_LOGIN_ATTEMPTS_PER_ADDRESS": "1000000",
         "TAXI_LOGIN_ATTEMPTS_PER_USER": "1000000",
         "TAXI_SIGNUPS_PER_ADDRESS": "1000000",  # every account signs up from 127.0.0.1
+        "TAXI_MAX_OPEN_TRIPS_PER_RIDER": "1000000",  # soak riders request without waiting for their trips to end
     }
     db = ScratchDatabase("soak", log_dir, env, pg_server, redis_url, drop_keys=not args.faults)
     stack.enter_context(db)

@@ -11,17 +11,21 @@ import logging
 import uuid
 from collections.abc import Callable
 
-from taxi.domain import COMPLETED, STARTED
+from taxi.domain import FINAL, OPEN, STARTED
 from taxi.errors import APIError, AuthenticationFailed, BrokerUnavailable, ServiceUnavailable, ValidationFailed
 from taxi.protocol import (
     CREATE_TRIP,
     ECHO,
+    RESUME_DONE,
     UPDATE_AVAILABILITY,
     UPDATE_LOCATION,
     UPDATE_TRIP,
+    CancelTrip,
+    Command,
     CreateTrip,
     Echo,
     ProtocolError,
+    Resume,
     UpdateAvailability,
     UpdateLocation,
     UpdateTrip,
@@ -31,17 +35,20 @@ from taxi.protocol import (
     parse_envelope,
 )
 from taxi.realtime import Session
+from taxi.services import cancellation
 from taxi.services.accounts import Caller
 from taxi.services.locations import Locations
 from taxi.services.presence import Presence
 from taxi.services.trip_events import EVERY_DRIVER, Audience, TripEvents
 from taxi.services.trips import Trips, require_driver, require_rider
 
+RESUME_REQUESTS = 100  # requests a resuming driver is sent at most (its list's default length)
+
 log = logging.getLogger("taxi.socket")
 
 POLICY_VIOLATION = 1008
 # Who may send which message: checked before the message is parsed, so a wrong role hears "forbidden" first.
-ROLE_CHECKS: dict[str, Callable[[Caller], None]] = {
+ROLE_CHECKS: dict[str, Callable[[Caller], None]] = {  # cancel.trip and resume: either role
     CREATE_TRIP: require_rider,
     UPDATE_TRIP: require_driver,
     UPDATE_LOCATION: functools.partial(require_driver, action="send a location"),
@@ -90,13 +97,13 @@ class Conversation:
             log.warning("socket of user %d: %s", self.caller.id, exc)
             self.reply(error_frame("unavailable", "The service is temporarily unavailable; try again shortly."))
         except APIError as exc:
-            self.reply(error_frame(exc.code, exc.detail))
+            self.reply(error_frame(exc.code, exc.detail, extra=exc.extra()))
         except Exception:
             # Our bug, not the client's: say so, keep the socket, and log without the URL (it holds the token).
             log.exception("socket of user %d: a message failed unexpectedly", self.caller.id)
             self.reply(error_frame("internal_error", "The message could not be processed."))
 
-    async def apply(self, command: Echo | CreateTrip | UpdateTrip | UpdateLocation | UpdateAvailability) -> None:
+    async def apply(self, command: Command) -> None:
         if isinstance(command, Echo):
             self.reply(frame(ECHO, command.data))
         elif isinstance(command, CreateTrip):
@@ -105,17 +112,28 @@ class Conversation:
             await self.update_trip(command)
         elif isinstance(command, UpdateLocation):
             self.locations.fix(self.caller.id, command.fix)  # no reply: a phone sends these every few seconds
-        else:
+        elif isinstance(command, UpdateAvailability):
             await self.presence.switch(self.caller.id, command.available)
+        elif isinstance(command, CancelTrip):
+            await self.cancel_trip(command)
+        else:
+            await self.resume(command)
 
     async def create_trip(self, command: CreateTrip) -> None:
         trip_id = uuid.uuid4()
         await self.events.before_request(self.session, str(trip_id))
         try:
-            trip = await self.trips.request(self.caller, command.form, trip_id)
+            trip, created = await self.trips.request(self.caller, command.form, trip_id)
         except BaseException:
             self.events.request_failed(self.session, str(trip_id))
             raise
+        if not created:  # a retried request: the trip it made, as it is now, to this socket only
+            self.events.request_failed(self.session, str(trip_id))
+            if trip.status in OPEN:
+                await self.events.follow(self.session, [trip.id])
+            out = await self.trips.out_live(trip)
+            self.session.offer(frame(ECHO, out), (trip.id, trip.version))
+            return
         audience: Audience | None
         try:
             audience = await self.presence.audience(command.form.pick_up_location)
@@ -126,21 +144,34 @@ class Conversation:
             audience = None
         await self.events.requested(self.session, trip.id, self.trips.out(trip), audience)
 
+    async def cancel_trip(self, command: CancelTrip) -> None:
+        cancel = command.cancel
+        out = await cancellation.cancel(
+            self.trips, self.events, self.caller, cancel.trip_id, cancel.reason, command.if_version, self.session
+        )
+        self.locations.trip_ended(self.caller.id, out["id"])  # a driver who gave it up sends it no more positions
+
+    async def resume(self, command: Resume) -> None:
+        """Send what the client lacks, then ``resume.done``. Its groups are joined and the versions it has noted
+        before the trips are read: whatever changes meanwhile arrives live, and per trip only newer versions
+        are sent (the session drops the rest)."""
+        session = self.session
+        for trip_id, version in command.seen.items():
+            session.advance(str(trip_id), version)
+        await self.events.follow(session, await self.trips.open_trip_ids(self.caller))
+        trips = await self.trips.resume_state(self.caller, command.seen, RESUME_REQUESTS)
+        sent = 0
+        for out in await self.trips.out_many(trips):
+            sent += session.offer(frame(ECHO, out), (out["id"], out["version"]))
+        self.reply(frame(RESUME_DONE, {"sent": sent}))
+
     async def update_trip(self, command: UpdateTrip) -> None:
         trip = await self.trips.advance(self.caller, command.trip_id, command.status, command.rider_claim)
         reached = EVERY_DRIVER
         if command.status == STARTED:
             self.locations.trip_started(self.caller.id, trip.id)
             if trip.pick_up_location is not None:
-                reached = await self._reached(trip.id)
-        elif command.status == COMPLETED:
+                reached = await cancellation.sent_to(self.presence, trip)
+        elif command.status in FINAL:
             self.locations.trip_ended(self.caller.id, trip.id)
         await self.events.updated(self.session, trip.id, command.status, await self.trips.out_live(trip), reached)
-
-    async def _reached(self, trip_id: str) -> Audience:
-        """The drivers a located request was sent to (they must hear it is taken); nobody if unknown."""
-        try:
-            return Audience(only=frozenset(await self.presence.store.take_sent(trip_id)))
-        except BrokerUnavailable as exc:
-            log.warning("trip %s taken, but who heard of it could not be read: %s", trip_id, exc)
-            return Audience(only=frozenset())

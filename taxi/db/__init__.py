@@ -7,14 +7,17 @@ here, whichever way a statement was run.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import peewee
+import psycopg2
 from peewee_async.databases import AioDatabase
 
 from taxi.config import DatabaseURL
+from taxi.db.outage import is_lost_connection, outage_as_unavailable
 from taxi.db.postgres import PostgresqlDatabase
 from taxi.db.sqlite import SqliteDatabase
 from taxi.db.statements import SQL
@@ -30,6 +33,7 @@ __all__ = [
     "is_postgresql",
     "make_database",
     "timestamp",
+    "transaction",
 ]
 
 db = peewee.DatabaseProxy()
@@ -81,6 +85,22 @@ async def fetch_all(sql: SQL, params: Sequence[Any] = ()) -> list[tuple[Any, ...
 async def execute(sql: SQL, params: Sequence[Any] = ()) -> int:
     """Run a statement written once that changes rows; return how many it changed."""
     return int(await db.obj.aio_execute_sql(sql.render(_mark()), params, fetch_results=_rowcount))
+
+
+@contextlib.asynccontextmanager
+async def transaction() -> AsyncIterator[None]:
+    """Run the statements of the block in one transaction on one connection; an outage anywhere in it (BEGIN and
+    COMMIT included, which bypass ``execute``) is a 503 like any other."""
+    with outage_as_unavailable():
+        try:
+            async with db.obj.aio_atomic():
+                yield
+        except (psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
+            raise peewee.OperationalError(f"database connection lost: {exc}") from exc
+        except RuntimeError as exc:
+            if not is_lost_connection(exc):
+                raise
+            raise peewee.OperationalError(f"database connection lost: {exc}") from exc
 
 
 async def _all_rows(_db: Any, cursor: Any) -> Any:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from peewee_async.databases import AioDatabase, fetchall
 
 from taxi.domain import utcnow
-from taxi.migrations import usernames
+from taxi.migrations import sessions, usernames
 
 log = logging.getLogger("taxi.migrations")
 
@@ -154,6 +154,12 @@ MIGRATIONS: tuple[Migration, ...] = (
         "trip pick-up and drop-off locations, and the index of busy drivers",
         postgresql=_LOCATIONS_POSTGRESQL,
         sqlite=_LOCATIONS_SQLITE,
+    ),
+    Migration(
+        5,
+        "trip versions, cancellation, request ids and the index of open trips",
+        postgresql=sessions.POSTGRESQL,
+        sqlite=sessions.SQLITE,
     ),
 )
 

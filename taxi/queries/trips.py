@@ -7,18 +7,17 @@ timestamps itself, exactly as the API writes them.
 
 from __future__ import annotations
 
-import datetime as dt
 import re
 import uuid
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from taxi import db as dbm
-from taxi.domain import STARTED
+from taxi.domain import OPEN
 from taxi.geo import Point
 from taxi.queries.rows import select_list, split
 from taxi.queries.users import UserRow, load_active, user_columns
-from taxi.schemas import TripRequest, iso
+from taxi.schemas import iso
 
 
 class _TripFields(NamedTuple):
@@ -32,6 +31,8 @@ class _TripFields(NamedTuple):
     pick_up_lng: float | None
     drop_off_lat: float | None
     drop_off_lng: float | None
+    version: int
+    cancel_reason: str | None
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,8 @@ class TripRow:
     driver: UserRow | None
     pick_up_location: Point | None = None
     drop_off_location: Point | None = None
+    version: int = 1
+    cancel_reason: str | None = None
 
     @property
     def rider_id(self) -> int | None:
@@ -143,6 +146,7 @@ class _Reads:
 
 _PG = _Reads(_TRIP_PG)
 _SQLITE = _Reads(_TRIP)
+_GET_MANY_PG = dbm.SQL(_select(_TRIP_PG) + "WHERE t.id = ANY({p}::uuid[])", name="taxi_trip_get_many")
 
 
 def _reads() -> _Reads:
@@ -169,6 +173,8 @@ def _trip(fields: _TripFields, rider: UserRow, driver: UserRow) -> TripRow:
         driver if driver.id is not None else None,
         _point(fields.pick_up_lat, fields.pick_up_lng),
         _point(fields.drop_off_lat, fields.drop_off_lng),
+        fields.version,
+        fields.cancel_reason,
     )
 
 
@@ -232,64 +238,28 @@ async def caller_and_trip(user_id: int, trip_id: uuid.UUID) -> tuple[UserRow, Tr
     return _caller_and_trip(rows[0]) if rows else None
 
 
-_AUTHOR_ACTIVE = "EXISTS (SELECT 1 FROM taxi_user a WHERE a.id = {p} AND a.is_active)"
-_RIDER_CLAIM = "({p} IS NULL OR rider_id = {p})"
-_INSERT = dbm.SQL(
-    "INSERT INTO taxi_trip (id, created, updated, pick_up_address, drop_off_address, status, rider_id, "
-    "pick_up_lat, pick_up_lng, drop_off_lat, drop_off_lng) "
-    "SELECT {p}, {p}, {p}, {p}, {p}, 'REQUESTED', {p}, {p}, {p}, {p}, {p} WHERE " + _AUTHOR_ACTIVE
-)
-_ACCEPT = dbm.SQL(
-    f"UPDATE taxi_trip SET status = '{STARTED}', driver_id = {{p}}, updated = {{p}} "
-    f"WHERE id = {{p}} AND status = 'REQUESTED' AND driver_id IS NULL AND {_RIDER_CLAIM} AND {_AUTHOR_ACTIVE}"
-)
-_ADVANCE = dbm.SQL(
-    "UPDATE taxi_trip SET status = {p}, updated = {p} "
-    f"WHERE id = {{p}} AND status = {{p}} AND driver_id = {{p}} AND {_RIDER_CLAIM} AND {_AUTHOR_ACTIVE}"
-)
+_OPEN = "status IN (" + ", ".join(f"'{s}'" for s in OPEN) + ")"
 _OPEN_IDS = {
-    "rider": dbm.SQL("SELECT id FROM taxi_trip WHERE rider_id = {p} AND status <> 'COMPLETED'"),
-    "driver": dbm.SQL("SELECT id FROM taxi_trip WHERE driver_id = {p} AND status <> 'COMPLETED'"),
+    "rider": dbm.SQL(f"SELECT id FROM taxi_trip WHERE rider_id = {{p}} AND {_OPEN}"),
+    "driver": dbm.SQL(f"SELECT id FROM taxi_trip WHERE driver_id = {{p}} AND {_OPEN}"),
 }
 
 
-async def insert(trip_id: uuid.UUID, now: dt.datetime, form: TripRequest, rider_id: int) -> bool:
-    """Insert a REQUESTED trip; False (nothing written) if the rider is no longer active."""
-    stamp = dbm.timestamp(now)
-    pick_up, drop_off = form.pick_up_location, form.drop_off_location
-    values = (
-        trip_id.hex,
-        stamp,
-        stamp,
-        form.pick_up_address,
-        form.drop_off_address,
-        rider_id,
-        pick_up.lat if pick_up else None,
-        pick_up.lng if pick_up else None,
-        drop_off.lat if drop_off else None,
-        drop_off.lng if drop_off else None,
-        rider_id,
-    )
-    return await dbm.execute(_INSERT, values) == 1
-
-
-async def accept(trip_id: uuid.UUID, driver_id: int, now: dt.datetime, claimed_rider: int | None) -> bool:
-    """REQUESTED -> STARTED for ``driver_id``, if nobody has it yet: exactly one of racing drivers gets True."""
-    values = (driver_id, dbm.timestamp(now), trip_id.hex, claimed_rider, claimed_rider, driver_id)
-    return await dbm.execute(_ACCEPT, values) == 1
-
-
-async def advance(
-    trip_id: uuid.UUID, current: str, target: str, driver_id: int, now: dt.datetime, claimed_rider: int | None
-) -> bool:
-    """``current`` -> ``target`` if the trip is still ``current`` and ``driver_id`` drives it."""
-    values = (target, dbm.timestamp(now), trip_id.hex, current, driver_id, claimed_rider, claimed_rider, driver_id)
-    return await dbm.execute(_ADVANCE, values) == 1
-
-
 async def open_ids(user_id: int, role: str) -> list[str]:
-    """Ids of the user's trips that are not COMPLETED."""
+    """Ids of the user's open trips (REQUESTED, STARTED or IN_PROGRESS)."""
     return [trip_id_text(row[0]) for row in await dbm.fetch_all(_OPEN_IDS[role], (user_id,))]
+
+
+async def get_many(trip_ids: list[uuid.UUID]) -> list[TripRow]:
+    """The trips of these ids that exist, in no particular order."""
+    if not trip_ids:
+        return []
+    if dbm.is_postgresql():
+        rows = await dbm.fetch_all(_GET_MANY_PG, ([t.hex for t in trip_ids],))
+    else:
+        marks = ", ".join(["{p}"] * len(trip_ids))
+        rows = await dbm.fetch_all(dbm.SQL(_select(_TRIP) + f"WHERE t.id IN ({marks})"), [t.hex for t in trip_ids])
+    return [_trip_row(row) for row in rows]
 
 
 _BUSY = "SELECT DISTINCT driver_id FROM taxi_trip WHERE status IN ('STARTED', 'IN_PROGRESS') AND driver_id IS NOT NULL"

@@ -44,6 +44,8 @@ def redis_retry() -> Retry:
 
 
 class Broker(Protocol):
+    on_reconnect: Callable[[], object] | None  # called once the subscriptions are back after an outage
+
     async def start(self) -> None: ...
 
     async def stop(self) -> None: ...
@@ -63,6 +65,7 @@ class LocalBroker:
 
     def __init__(self, deliver: Deliver) -> None:
         self._deliver = deliver
+        self.on_reconnect: Callable[[], object] | None = None  # never called: nothing to lose the connection
 
     async def start(self) -> None:
         return None
@@ -113,6 +116,7 @@ class RedisBroker:
         self._tasks: list[asyncio.Task[None]] = []
         self._down = False
         self._stopping = False
+        self.on_reconnect: Callable[[], object] | None = None
 
     async def start(self) -> None:
         self._redis = aioredis.from_url(
@@ -251,6 +255,11 @@ class RedisBroker:
             if name.startswith(self._prefix) and name not in self._wanted:
                 self._commands.put_nowait(("unsubscribe", name, None))
         log.warning("redis pub/sub reconnected; %d group channels resubscribed", len(self._wanted))
+        if self.on_reconnect is not None:
+            try:
+                self.on_reconnect()
+            except Exception:
+                log.exception("the reconnection hook failed")
 
     def _dispatch(self, message: dict[str, Any]) -> None:
         kind, channel = message["type"], message["channel"]

@@ -4,7 +4,8 @@ Text, so that it crosses Redis as it is: a header line, then the frame. The head
 session not to deliver to (it was answered directly; ``-`` for none); then optional words:
 ``end`` (the group's last event), ``v2`` (only sockets of protocol version 2), ``only=<ids>`` (only the sockets
 of these users), ``skip=<ids>`` (not those of these users), ``latest=<key>`` (a frame that supersedes the
-previous one of the same key: a socket that is behind gets the newest, not a backlog).
+previous one of the same key: a socket that is behind gets the newest, not a backlog), ``seq=<key>:<n>`` (the
+frame is number n of a sequence: a socket that already has n or later of that key does not get it).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ class Envelope(NamedTuple):
     only: frozenset[int] | None = None  # user ids; None: every member
     skip: frozenset[int] = frozenset()
     latest: str | None = None
+    seq: tuple[str, int] | None = None  # (key, number): e.g. a trip's id and version
 
 
 def _ids(values: frozenset[int]) -> str:
@@ -39,6 +41,7 @@ def wrap(
     only: frozenset[int] | None = None,
     skip: frozenset[int] = frozenset(),
     latest: str | None = None,
+    seq: tuple[str, int] | None = None,
 ) -> str:
     words = [exclude or NO_ORIGIN]
     if end:
@@ -51,6 +54,8 @@ def wrap(
         words.append(f"skip={_ids(skip)}")
     if latest:
         words.append(f"latest={latest}")
+    if seq is not None:
+        words.append(f"seq={seq[0]}:{seq[1]}")
     return " ".join(words) + "\n" + frame
 
 
@@ -68,4 +73,7 @@ def unwrap(payload: str) -> Envelope:
             fields[name] = frozenset(int(v) for v in value.split(",") if v)
         elif name == "latest":
             fields["latest"] = value
+        elif name == "seq":
+            key, _, number = value.rpartition(":")
+            fields["seq"] = (key, int(number))
     return Envelope(frame, **fields)  # type: ignore[arg-type]

@@ -73,7 +73,7 @@ class Hub:
             sent = (
                 session.offer_latest(envelope.latest, envelope.frame)
                 if envelope.latest
-                else session.offer(envelope.frame)
+                else session.offer(envelope.frame, envelope.seq)
             )
             count += sent
         return count

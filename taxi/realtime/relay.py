@@ -14,10 +14,19 @@ from taxi.realtime.session import Session
 class Relay:
     """One per worker. ``make_broker`` gets the relay's ``deliver``, which the broker calls for each event."""
 
-    def __init__(self, hub: Hub, make_broker: Callable[[Deliver], Broker]) -> None:
+    def __init__(self, hub: Hub, make_broker: Callable[[Deliver], Broker], resync: str | None = None) -> None:
         self.hub = hub
         self.broker = make_broker(self.deliver)
+        self.broker.on_reconnect = self.reconnected
         self.sessions: set[Session] = set()  # every open socket of this worker, in groups or not
+        self.resync = resync  # the frame that tells a version 2 socket it may have missed events
+
+    def reconnected(self) -> int:
+        """The broker's subscriptions are back after an outage: events published meanwhile never came, so every
+        version 2 socket is told to resynchronise (version 1 clients cannot; they re-fetch when they reconnect)."""
+        if self.resync is None:
+            return 0
+        return sum(session.offer(self.resync) for session in list(self.sessions) if session.version >= 2)
 
     def open(self, session: Session) -> None:
         self.sessions.add(session)
@@ -62,12 +71,13 @@ class Relay:
         only: frozenset[int] | None = None,
         skip: frozenset[int] = frozenset(),
         latest: str | None = None,
+        seq: tuple[str, int] | None = None,
     ) -> None:
         """Broadcast one serialized frame to the members of ``group`` on every worker (but ``exclude``).
 
         ``end``: this is the group's last event; every worker drops the group once it has delivered it.
         ``min_version``, ``only``, ``skip`` narrow who gets it; ``latest`` makes it supersede the previous frame
-        of that key (see ``Session.offer_latest``).
+        of that key (see ``Session.offer_latest``); ``seq`` numbers it in a sequence (see ``Session.offer``).
         """
         payload = wrap(
             text,
@@ -77,6 +87,7 @@ class Relay:
             only=only,
             skip=skip,
             latest=latest,
+            seq=seq,
         )
         await self.broker.publish(group, payload)
 

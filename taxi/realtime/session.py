@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 log = logging.getLogger("taxi.realtime")
 
 TOO_SLOW = 1013
+SEEN_KEYS = 512  # sequence keys remembered per socket: a driver hears many requests over a long session
 _CLOSE = "\x00close"  # queue sentinel (a real frame is JSON and never looks like this)
 
 
@@ -33,6 +34,7 @@ class Session:
         "_closing",
         "_latest",
         "_queue",
+        "_seen",
         "_send",
         "_size",
         "_started",
@@ -67,6 +69,7 @@ class Session:
         self._size = queue_size
         self._queue: collections.deque[str] | None = None  # made on first use: most sockets never queue
         self._latest: dict[str, str] | None = None
+        self._seen: dict[str, int] | None = None  # the highest number offered per sequence key (see ``offer``)
         self._writer: asyncio.Task[None] | None = None
         self._started = False
         self._closing: tuple[int, str] | None = None
@@ -80,9 +83,14 @@ class Session:
     def _idle(self) -> bool:
         return not self._queue and self._writer is None
 
-    def offer(self, text: str) -> bool:
-        """Queue one frame; on overflow disconnect the client (it must reconnect and re-fetch). Never blocks."""
-        if self.closed:
+    def offer(self, text: str, seq: tuple[str, int] | None = None) -> bool:
+        """Queue one frame; on overflow disconnect the client (it must reconnect and re-fetch). Never blocks.
+
+        ``seq`` (key, number): the frame is number ``number`` of the sequence ``key`` (a trip's versions). It is
+        dropped if this socket was already offered that number or a later one: per key, numbers strictly increase
+        whatever order workers publish in, and a snapshot sent to a resuming client never repeats a live event.
+        """
+        if self.closed or (seq is not None and not self.advance(*seq)):
             return False
         # Nothing queued and the socket idle: write it now, without a task (the common case of a broadcast, where
         # this runs once per member). Order is kept: nothing is waiting ahead of it.
@@ -97,6 +105,19 @@ class Session:
             return False
         queue.append(text)
         self._wake()
+        return True
+
+    def advance(self, key: str, number: int) -> bool:
+        """Note that the client has (or is being sent) ``number`` of ``key``; False if it had that or later."""
+        seen = self._seen
+        if seen is None:
+            seen = self._seen = {}
+        if seen.get(key, 0) >= number:
+            return False
+        seen.pop(key, None)  # re-inserted last: the oldest keys are forgotten first
+        seen[key] = number
+        if len(seen) > SEEN_KEYS:
+            del seen[next(iter(seen))]
         return True
 
     def offer_latest(self, key: str, text: str) -> bool:

@@ -81,6 +81,10 @@ class Presence:
         unavailable = await self.store.switched_off() | await q.busy_drivers([d for d, _, _ in found])
         return [item for item in found if item[0] not in unavailable]
 
+    async def available(self, driver: int) -> bool:
+        """Not switched off and not driving a trip (a fresh position is the search's business, not this)."""
+        return driver not in await self.store.switched_off() and not await q.busy_drivers([driver])
+
     async def audience(self, pick_up: Point | None) -> Audience:
         """Who hears a new request: the available drivers near its pick-up, or every driver not busy or off."""
         if pick_up is None:

@@ -15,7 +15,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
-from taxi.domain import COMPLETED, DRIVER, STARTED
+from taxi.domain import DRIVER, FINAL, STARTED
 from taxi.errors import BrokerUnavailable
 from taxi.protocol import DRIVER_LOCATION, ECHO, error_frame, frame
 
@@ -41,6 +41,7 @@ class Audience:
 
 
 EVERY_DRIVER = Audience()
+NO_DRIVER = Audience(only=frozenset())
 
 
 class Member(Protocol):
@@ -48,8 +49,9 @@ class Member(Protocol):
 
     label: str
 
-    def offer(self, text: str) -> bool:
-        """Send ``text`` to this socket (queued, never blocking)."""
+    def offer(self, text: str, seq: tuple[str, int] | None = None) -> bool:
+        """Send ``text`` to this socket (queued, never blocking); ``seq``: (trip id, version) of a trip frame,
+        dropped if the socket already has that version or a later one."""
 
 
 M = TypeVar("M", bound=Member)
@@ -73,11 +75,13 @@ class Publisher(Protocol[M_contra]):
         only: frozenset[int] | None = None,
         skip: frozenset[int] = frozenset(),
         latest: str | None = None,
+        seq: tuple[str, int] | None = None,
     ) -> None:
         """Send ``text`` to the members of ``group`` but ``exclude``; ``end``: the group's last event.
 
         Narrowed to sockets of at least ``min_version``, of the users ``only`` (when given) and not ``skip``;
-        ``latest``: the frame supersedes an unsent one of the same key."""
+        ``latest``: the frame supersedes an unsent one of the same key; ``seq``: (key, number) of a frame in a
+        sequence, dropped for a socket that has that number or a later one."""
 
 
 def groups_on_connect(role: str, open_trip_ids: list[str]) -> list[str]:
@@ -107,26 +111,35 @@ class TripEvents(Generic[M]):
     def request_failed(self, member: M, trip_id: str) -> None:
         self.publisher.leave(member, trip_group(trip_id))
 
-    async def requested(self, member: M, trip_id: str, trip: dict[str, object], audience: Audience | None) -> None:
+    async def requested(self, member: M, trip_id: str, trip: dict[str, Any], audience: Audience | None) -> None:
         """A trip was requested: its rider and the drivers of ``audience`` hear of it (None: the audience could
         not be worked out, so nobody else hears now, and the rider is told)."""
-        await self._deliver(member, trip_id, frame(ECHO, trip), drivers=audience, what="The trip was requested")
+        await self._deliver(member, trip, drivers=audience, what="The trip was requested")
 
     async def updated(
-        self, member: M, trip_id: str, status: str, trip: dict[str, object], reached: Audience = EVERY_DRIVER
+        self, member: M, trip_id: str, status: str, trip: dict[str, Any], reached: Audience = EVERY_DRIVER
     ) -> None:
         """A driver moved a trip: its rider hears it; on acceptance the drivers the request ``reached`` too
         (the request is gone)."""
-        await self._deliver(
-            member,
-            trip_id,
-            frame(ECHO, trip),
-            drivers=reached if status == STARTED else Audience(only=frozenset()),
-            end=status == COMPLETED,  # nothing more happens to it: every worker drops its group once delivered
-            what="The trip was updated",
-        )
-        if status == COMPLETED:
-            self.publisher.leave(member, trip_group(trip_id))
+        await self.changed(member, trip, drivers=reached if status == STARTED else NO_DRIVER)
+
+    async def changed(
+        self, member: M | None, trip: dict[str, Any], *, drivers: Audience | None = NO_DRIVER, left: bool = False
+    ) -> None:
+        """``member`` changed a trip: everyone in its group hears the trip as it is now, and so do ``drivers``.
+
+        A trip in a final status ends its group on every worker; ``left``: the author is no longer part of the
+        trip (a driver who handed it back) and leaves the group here.
+        """
+        end = trip["status"] in FINAL  # nothing more happens to it: every worker drops its group once delivered
+        await self._deliver(member, trip, drivers=drivers, end=end, what="The trip was updated")
+        if member is not None and (end or left):
+            self.publisher.leave(member, trip_group(trip["id"]))
+
+    async def follow(self, member: M, trip_ids: list[str]) -> None:
+        """Join the groups of these trips (a socket catching up on trips opened elsewhere meanwhile)."""
+        for trip_id in trip_ids:
+            await self.publisher.join(member, trip_group(trip_id))
 
     async def driver_moved(self, trip_id: str, location: dict[str, Any]) -> None:
         """A driver's accepted fix, to its active trip's rider (version 2 sockets; the newest supersedes)."""
@@ -138,24 +151,34 @@ class TripEvents(Generic[M]):
         )
 
     async def _deliver(
-        self, member: M, trip_id: str, text: str, *, drivers: Audience | None, what: str, end: bool = False
+        self, member: M | None, trip: dict[str, Any], *, drivers: Audience | None, what: str, end: bool = False
     ) -> None:
-        """The change is committed: join its group, answer the author, then tell everyone else once."""
-        group = trip_group(trip_id)
-        replied = False
+        """The change is committed: join its group, answer the author, then tell everyone else once.
+
+        Without ``member`` (a change made over HTTP) the author is answered by the caller and nobody is excluded.
+        """
+        group = trip_group(trip["id"])
+        text = frame(ECHO, trip)
+        seq = (trip["id"], trip["version"])  # per trip, a socket only ever gets newer versions
+        replied = member is None
         try:
-            await self.publisher.join(member, group)
-            member.offer(text)
-            replied = True
-            await self.publisher.publish(group, text, exclude=member, end=end)
+            if member is not None:
+                await self.publisher.join(member, group)
+                member.offer(text, seq)
+                replied = True
+            await self.publisher.publish(group, text, exclude=member, end=end, seq=seq)
             if drivers is None:
                 raise BrokerUnavailable("the drivers near the pick-up could not be found")
             if not drivers.nobody:
-                await self.publisher.publish(DRIVERS, text, exclude=member, only=drivers.only, skip=drivers.skip)
+                await self.publisher.publish(
+                    DRIVERS, text, exclude=member, only=drivers.only, skip=drivers.skip, seq=seq
+                )
         except BrokerUnavailable as exc:
-            log.warning("socket of %s: broadcast failed: %s", member.label, exc)
+            log.warning("%s: broadcast failed: %s", member.label if member else "HTTP", exc)
+            if member is None:
+                return  # the HTTP answer is the trip as stored; the others see it when they next fetch
             if not replied:
-                member.offer(text)  # it is committed: the author must still learn the trip as stored
+                member.offer(text, seq)  # it is committed: the author must still learn the trip as stored
             member.offer(
                 error_frame(
                     "unavailable",

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from taxi.domain import COMPLETED, DRIVER, IN_PROGRESS, REQUESTED, RIDER, STARTED, utcnow
-from taxi.errors import APIError, BrokerUnavailable, Conflict, NotFound, PermissionDenied
+from taxi.errors import APIError, BrokerUnavailable, Conflict, NotFound, PermissionDenied, TripOpen
+from taxi.queries import trip_writes as w
 from taxi.queries import trips as q
 from taxi.queries.trips import TripRow
 from taxi.schemas import TripRequest, iso
@@ -59,6 +60,8 @@ def trip_out(trip: TripRow, public_url: str | None, driver_location: Fix | None 
         "pick_up_location": trip.pick_up_location.out() if trip.pick_up_location else None,
         "drop_off_location": trip.drop_off_location.out() if trip.drop_off_location else None,
         "driver_location": driver_location.out() if driver_location and trip.status in ACTIVE else None,
+        "version": trip.version,
+        "cancel_reason": trip.cancel_reason,
     }
 
 
@@ -86,6 +89,22 @@ def refusal(caller: Caller, trip: TripRow | None, status: str, claimed_rider: in
     return Conflict("The trip changed meanwhile; fetch it and try again.", code="trip_unavailable")
 
 
+def cancel_refusal(caller: Caller, trip: TripRow | None, if_version: int | None) -> APIError:
+    """Why a cancellation changed nothing, judged from the trip as stored now."""
+    mine = trip is not None and (trip.rider_id == caller.id if caller.group == RIDER else trip.driver_id == caller.id)
+    if trip is None or not (mine or can_see(caller, trip)):
+        return NotFound("Not found.")
+    if if_version is not None and trip.version != if_version:
+        return Conflict(
+            f"The trip changed meanwhile (it is {trip.status} at version {trip.version}); fetch it and decide again.",
+            code="trip_unavailable",
+        )
+    if caller.group == DRIVER and not mine:
+        return Conflict("Only the trip's driver can hand it back, and only once accepted.", code="invalid_transition")
+    allowed = "REQUESTED or STARTED" if caller.group == RIDER else "STARTED"
+    return Conflict(f"Cannot cancel a {trip.status} trip: only a {allowed} one.", code="invalid_transition")
+
+
 def require_rider(caller: Caller, action: str = "request trips") -> None:
     if caller.group != RIDER:
         raise PermissionDenied(f"Only riders can {action}.", code="forbidden")
@@ -100,8 +119,9 @@ class Trips:
     """Trip operations; ``public_url`` makes photo URLs absolute when set. ``presence`` (where drivers are) is
     the worker's, set when it starts."""
 
-    def __init__(self, public_url: str | None) -> None:
+    def __init__(self, public_url: str | None, max_open: int = 1) -> None:
         self.public_url = public_url
+        self.max_open = max_open  # open trips a rider may hold at once
         self.presence: Presence | None = None
 
     def out(self, trip: TripRow, driver_location: Fix | None = None) -> dict[str, Any]:
@@ -156,32 +176,78 @@ class Trips:
         return trip
 
     async def open_trip_ids(self, caller: Caller) -> list[str]:
-        """Ids of the caller's trips that are not COMPLETED (the groups a reconnecting socket rejoins)."""
+        """Ids of the caller's open trips (the groups a reconnecting socket rejoins)."""
         return await q.open_ids(caller.id, caller.group)
 
-    async def request(self, caller: Caller, form: TripRequest, trip_id: uuid.UUID | None = None) -> TripRow:
-        """A rider requests a trip; it is committed as REQUESTED before this returns.
+    async def request(
+        self, caller: Caller, form: TripRequest, trip_id: uuid.UUID | None = None
+    ) -> tuple[TripRow, bool]:
+        """A rider requests a trip; it is committed as REQUESTED before this returns. Returns the trip and whether
+        it is new: a request whose ``request_id`` made a trip before returns that trip as it is now.
 
         ``trip_id`` may be chosen by the caller beforehand (to join the trip's group before it exists).
+        Errors: ``trip_open`` when the rider holds its limit of open trips; 401 for an inactive rider.
         """
         require_rider(caller)
         trip_id = trip_id or uuid.uuid4()
+        for _ in range(2):  # a second try only when the open trip in the way ended meanwhile
+            now = utcnow()
+            outcome = await w.insert(trip_id, now, form, caller.id, self.max_open)
+            if outcome is None:
+                raise user_inactive()
+            if outcome.created:
+                created = iso(now)
+                return TripRow(
+                    str(trip_id),
+                    created,
+                    created,
+                    form.pick_up_address,
+                    form.drop_off_address,
+                    REQUESTED,
+                    caller,
+                    None,
+                    form.pick_up_location,
+                    form.drop_off_location,
+                ), True
+            if outcome.existing is not None and (trip := await q.get(uuid.UUID(outcome.existing))) is not None:
+                return trip, False
+            if outcome.open_trip is not None:
+                raise TripOpen(outcome.open_trip)
+        raise TripOpen(None)
+
+    async def cancel(
+        self, caller: Caller, trip_id: uuid.UUID, reason: str | None = None, if_version: int | None = None
+    ) -> TripRow:
+        """The rider cancels its REQUESTED or STARTED trip (CANCELED, final), or the trip's driver hands back a
+        STARTED one (REQUESTED again, no driver). ``if_version``: only if the trip is still at that version.
+
+        Errors: ``not_found``, ``trip_unavailable`` (it changed since ``if_version``, or was taken),
+        ``invalid_transition`` (IN_PROGRESS or finished; a driver's request that is not theirs).
+        """
         now = utcnow()
-        if not await q.insert(trip_id, now, form, caller.id):
-            raise user_inactive()
-        created = iso(now)
-        return TripRow(
-            str(trip_id),
-            created,
-            created,
-            form.pick_up_address,
-            form.drop_off_address,
-            REQUESTED,
-            caller,
-            None,
-            form.pick_up_location,
-            form.drop_off_location,
-        )
+        if caller.group == RIDER:
+            changed = await w.cancel(trip_id, caller.id, now, reason, if_version)
+        else:
+            changed = await w.hand_back(trip_id, caller.id, now, if_version)
+        trip = await q.get(trip_id)
+        if changed and trip is not None:
+            return trip
+        await active_user(caller.id)
+        raise cancel_refusal(caller, trip, if_version)
+
+    async def resume_state(self, caller: Caller, listed: dict[uuid.UUID, int], limit: int) -> list[TripRow]:
+        """What a reconnecting client may lack: the listed trips (all of them, the client compares versions),
+        the caller's open trips, and for an available driver the requests it could accept now (at most ``limit``).
+        """
+        found = {t.id: t for t in await q.get_many(list(listed)) if caller.group == DRIVER or t.rider_id == caller.id}
+        for trip in await q.get_many([uuid.UUID(t) for t in await q.open_ids(caller.id, caller.group)]):
+            found.setdefault(trip.id, trip)
+        if caller.group == DRIVER and self.presence is not None and await self.presence.available(caller.id):
+            reach = await self.reach(caller.id, caller.group)
+            for trip in await q.visible_to(caller.id, DRIVER, limit, reach):
+                if trip.status == REQUESTED:
+                    found.setdefault(trip.id, trip)
+        return list(found.values())
 
     async def advance(
         self, caller: Caller, trip_id: uuid.UUID, status: str, claimed_rider: int | None = None
@@ -196,9 +262,9 @@ class Trips:
         step = STEPS.get(status)
         changed = False
         if step is not None and step.source == REQUESTED:
-            changed = await q.accept(trip_id, caller.id, utcnow(), claimed_rider)
+            changed = await w.accept(trip_id, caller.id, utcnow(), claimed_rider)
         elif step is not None:
-            changed = await q.advance(trip_id, step.source, step.target, caller.id, utcnow(), claimed_rider)
+            changed = await w.advance(trip_id, step.source, step.target, caller.id, utcnow(), claimed_rider)
         trip = await q.get(trip_id)
         if changed and trip is not None:
             return trip

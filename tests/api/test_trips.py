@@ -43,11 +43,13 @@ def test_trip_shape_matches_the_reference_client(client, sql, rider, driver):
     _, resp = client.get(f"/api/trip/{trip_id}/", headers=bearer(rider["access"]))
     assert resp.status == 200
     trip = resp.json
-    # The reference client's fields, and the three of nearby dispatch (null: this trip named no place, and its
-    # driver has sent no position).
+    # The reference client's fields, the three of nearby dispatch (null: this trip named no place, and its
+    # driver has sent no position), and the two of sessions (its version; the reason of a cancellation).
     reference = {"id", "created", "updated", "pick_up_address", "drop_off_address", "status", "driver", "rider"}
-    assert set(trip) == reference | {"pick_up_location", "drop_off_location", "driver_location"}
+    dispatch = {"pick_up_location", "drop_off_location", "driver_location"}
+    assert set(trip) == reference | dispatch | {"version", "cancel_reason"}
     assert trip["pick_up_location"] is None and trip["drop_off_location"] is None and trip["driver_location"] is None
+    assert trip["version"] == 1 and trip["cancel_reason"] is None
     assert trip["id"] == trip_id
     assert trip["pick_up_address"] == "1 Main St" and trip["drop_off_address"] == "2 Oak Ave"
     assert trip["status"] == "STARTED"

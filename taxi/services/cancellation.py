@@ -1,0 +1,73 @@
+"""Cancelling a trip, the same over the WebSocket and HTTP: the rule is the trip service's, who hears of it is here.
+
+A rider's cancellation ends the trip: its group hears it (the driver, if any), and so do the drivers a request
+that was never accepted had reached. A driver handing back an accepted trip makes it a request again: it goes to
+the drivers available near its pick-up now, as a new request does, but not to the driver who gave it up.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+
+from taxi.domain import CANCELED
+from taxi.errors import BrokerUnavailable
+from taxi.queries.trips import TripRow
+from taxi.services.accounts import Caller
+from taxi.services.presence import Presence
+from taxi.services.trip_events import NO_DRIVER, Audience, M, TripEvents
+from taxi.services.trips import Trips
+
+log = logging.getLogger("taxi.trips")
+
+
+async def sent_to(presence: Presence, trip: TripRow) -> Audience:
+    """The drivers a request reached, who must hear it is gone: those it was sent to when it had a pick-up point
+    (remembered, and forgotten now), else every driver a request reaches now. Nobody if that cannot be read."""
+    try:
+        if trip.pick_up_location is None:
+            return await presence.audience(None)
+        return Audience(only=frozenset(await presence.store.take_sent(trip.id)))
+    except BrokerUnavailable as exc:
+        log.warning("trip %s: who heard of the request could not be read: %s", trip.id, exc)
+        return NO_DRIVER
+
+
+async def dispatch_again(presence: Presence, trip: TripRow, without: int) -> Audience | None:
+    """The audience of a request made again (None if it cannot be worked out), remembered like a new one's."""
+    try:
+        audience = await presence.audience(trip.pick_up_location)
+        if audience.only is None:
+            return Audience(skip=audience.skip | {without})
+        only = audience.only - {without}
+        await presence.store.remember_sent(trip.id, only)
+    except BrokerUnavailable as exc:
+        log.warning("trip %s handed back, but not dispatched again: %s", trip.id, exc)
+        return None
+    return Audience(only=only)
+
+
+async def cancel(
+    trips: Trips,
+    events: TripEvents[M],
+    caller: Caller,
+    trip_id: uuid.UUID,
+    reason: str | None,
+    if_version: int | None,
+    member: M | None = None,
+) -> dict[str, Any]:
+    """Cancel (a rider) or hand back (a driver) the trip, tell whoever must hear it, and return it as it is now.
+
+    ``member``: the author's socket, answered directly (None over HTTP: the author gets the trip as the answer).
+    """
+    trip = await trips.cancel(caller, trip_id, reason, if_version)
+    out = await trips.out_live(trip)
+    assert trips.presence is not None, "presence starts with the worker"
+    if trip.status == CANCELED:
+        drivers = NO_DRIVER if trip.driver_id is not None else await sent_to(trips.presence, trip)
+        await events.changed(member, out, drivers=drivers)
+    else:
+        again = await dispatch_again(trips.presence, trip, caller.id)
+        await events.changed(member, out, drivers=again, left=True)
+    return out
