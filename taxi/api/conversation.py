@@ -132,7 +132,9 @@ class Conversation:
             if trip.status in OPEN:
                 await self.events.follow(self.session, [trip.id])
             out = await self.trips.out_live(trip)
-            self.session.offer(frame(ECHO, out), (trip.id, trip.version))
+            # An answer is owed even if this socket has that version already; nothing older may follow it.
+            self.session.advance(trip.id, trip.version)
+            self.reply(frame(ECHO, out))
             return
         audience: Audience | None
         try:
@@ -142,7 +144,7 @@ class Conversation:
         except BrokerUnavailable as exc:
             log.warning("socket of user %d: no dispatch for trip %s: %s", self.caller.id, trip.id, exc)
             audience = None
-        await self.events.requested(self.session, trip.id, self.trips.out(trip), audience)
+        await self.events.requested(self.session, self.trips.out(trip), audience)
 
     async def cancel_trip(self, command: CancelTrip) -> None:
         cancel = command.cancel
@@ -174,4 +176,4 @@ class Conversation:
                 reached = await cancellation.sent_to(self.presence, trip)
         elif command.status in FINAL:
             self.locations.trip_ended(self.caller.id, trip.id)
-        await self.events.updated(self.session, trip.id, command.status, await self.trips.out_live(trip), reached)
+        await self.events.updated(self.session, await self.trips.out_live(trip), reached)

@@ -7,7 +7,16 @@ from typing import Any
 
 from taxi.config import Settings
 from taxi.domain import GROUPS, STATUSES
-from taxi.schemas import MAX_ADDRESS, MAX_LOGIN_USERNAME, MAX_NAME, MAX_PASSWORD, MAX_TOKEN, MAX_USERNAME, MIN_PASSWORD
+from taxi.schemas import (
+    MAX_ADDRESS,
+    MAX_LOGIN_USERNAME,
+    MAX_NAME,
+    MAX_PASSWORD,
+    MAX_REASON,
+    MAX_TOKEN,
+    MAX_USERNAME,
+    MIN_PASSWORD,
+)
 from taxi.security import BCRYPT_MAX_BYTES
 from taxi.services.media import ACCEPTED, FORMATS
 from taxi.services.presence import NEARBY_LIMIT
@@ -123,6 +132,8 @@ SCHEMAS: dict[str, Any] = {
             "pick_up_location",
             "drop_off_location",
             "driver_location",
+            "version",
+            "cancel_reason",
         ],
         "properties": {
             "id": {"type": "string", "format": "uuid"},
@@ -139,6 +150,28 @@ SCHEMAS: dict[str, Any] = {
                 "allOf": [_ref("DriverLocation")],
                 "nullable": True,
                 "description": "the driver's last position while the trip is STARTED or IN_PROGRESS, else null",
+            },
+            "version": {
+                "type": "integer",
+                "minimum": 1,
+                "description": "1 when requested, plus 1 on every change: the newer of two copies has the higher",
+            },
+            "cancel_reason": {
+                "type": "string",
+                "nullable": True,
+                "maxLength": MAX_REASON,
+                "description": "the rider's reason, when it cancelled the trip and gave one",
+            },
+        },
+    },
+    "Cancel": {
+        "type": "object",
+        "properties": {
+            "reason": {"type": "string", "maxLength": MAX_REASON},
+            "version": {
+                "type": "integer",
+                "minimum": 1,
+                "description": "cancel only if the trip is still at this version (409 `trip_unavailable` if not)",
             },
         },
     },
@@ -305,6 +338,30 @@ def _trip_paths(settings: Settings) -> dict[str, Any]:
                     "200": _json(_ref("Trip"), "The trip"),
                     "401": _UNAUTHENTICATED,
                     "404": _json(_DETAIL, "Unknown, invisible or malformed trip id"),
+                    "503": _UNAVAILABLE,
+                },
+            }
+        },
+        "/api/trip/{trip_id}/cancel/": {
+            "post": {
+                "tags": ["trips"],
+                "summary": "Cancel a trip (its rider), or hand it back (its driver)",
+                "description": "The rider may cancel a REQUESTED or STARTED trip: it becomes CANCELED, a final "
+                "status, and its driver and the drivers the request reached are told. The trip's driver may hand "
+                "back a STARTED trip: it is REQUESTED again with no driver and is dispatched anew. The same as "
+                "`cancel.trip` on the WebSocket.",
+                "operationId": "trip_cancel",
+                "security": _BEARER,
+                "parameters": [{"name": "trip_id", "in": "path", "required": True, "schema": {"type": "string"}}],
+                "requestBody": {"required": False, "content": {"application/json": {"schema": _ref("Cancel")}}},
+                "responses": {
+                    "200": _json(_ref("Trip"), "The trip as it is now"),
+                    "400": _INVALID,
+                    "401": _UNAUTHENTICATED,
+                    "404": _json(_DETAIL, "Unknown, invisible or malformed trip id"),
+                    "409": _json(
+                        _DETAIL, "`invalid_transition` (IN_PROGRESS or finished) or `trip_unavailable` (changed)"
+                    ),
                     "503": _UNAVAILABLE,
                 },
             }

@@ -146,7 +146,7 @@ class _Reads:
 
 _PG = _Reads(_TRIP_PG)
 _SQLITE = _Reads(_TRIP)
-_GET_MANY_PG = dbm.SQL(_select(_TRIP_PG) + "WHERE t.id = ANY({p}::uuid[])", name="taxi_trip_get_many")
+_GET_MANY_PG = dbm.SQL(_select(_TRIP_PG) + "WHERE t.id = ANY({p}::text[]::uuid[])", name="taxi_trip_get_many")
 
 
 def _reads() -> _Reads:

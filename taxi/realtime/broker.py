@@ -134,6 +134,8 @@ class RedisBroker:
         self._pubsub = self._redis.pubsub()
         # get_message() needs a subscription to read from (redis-py raises otherwise): a private control channel.
         await self._pubsub.subscribe(f"{self._namespace}worker:{uuid.uuid4().hex}")
+        # Registered after the first connection, so it hears only the connections made again.
+        self._pubsub.connection.register_connect_callback(self._connected_again)
         self._tasks = [
             asyncio.create_task(self._read(), name="redis-reader"),
             asyncio.create_task(self._control(), name="redis-control"),
@@ -255,6 +257,13 @@ class RedisBroker:
             if name.startswith(self._prefix) and name not in self._wanted:
                 self._commands.put_nowait(("unsubscribe", name, None))
         log.warning("redis pub/sub reconnected; %d group channels resubscribed", len(self._wanted))
+
+    async def _connected_again(self, connection: object) -> None:
+        """redis-py made the pub/sub connection again and has just resubscribed (on its own connect callback,
+        called before this one). It may do so inside a read that never failed for us, when Redis came back at
+        once: this is the one place that hears of every reconnection. Whatever was published while the
+        connection was down never came, so the members are told (``on_reconnect``)."""
+        log.warning("redis pub/sub connection made again: events published meanwhile were missed")
         if self.on_reconnect is not None:
             try:
                 self.on_reconnect()

@@ -16,7 +16,7 @@ from taxi.errors import BrokerUnavailable
 from taxi.queries.trips import TripRow
 from taxi.services.accounts import Caller
 from taxi.services.presence import Presence
-from taxi.services.trip_events import NO_DRIVER, Audience, M, TripEvents
+from taxi.services.trip_events import EVERY_DRIVER, NO_DRIVER, Audience, M, TripEvents
 from taxi.services.trips import Trips
 
 log = logging.getLogger("taxi.trips")
@@ -24,10 +24,10 @@ log = logging.getLogger("taxi.trips")
 
 async def sent_to(presence: Presence, trip: TripRow) -> Audience:
     """The drivers a request reached, who must hear it is gone: those it was sent to when it had a pick-up point
-    (remembered, and forgotten now), else every driver a request reaches now. Nobody if that cannot be read."""
+    (remembered, and forgotten now), else every driver. Nobody if that cannot be read."""
     try:
         if trip.pick_up_location is None:
-            return await presence.audience(None)
+            return EVERY_DRIVER  # a driver busy now may have heard of it before it was busy
         return Audience(only=frozenset(await presence.store.take_sent(trip.id)))
     except BrokerUnavailable as exc:
         log.warning("trip %s: who heard of the request could not be read: %s", trip.id, exc)
@@ -41,7 +41,8 @@ async def dispatch_again(presence: Presence, trip: TripRow, without: int) -> Aud
         if audience.only is None:
             return Audience(skip=audience.skip | {without})
         only = audience.only - {without}
-        await presence.store.remember_sent(trip.id, only)
+        # The driver who gave it up still holds it as a request: it must hear when it is taken.
+        await presence.store.remember_sent(trip.id, only | {without})
     except BrokerUnavailable as exc:
         log.warning("trip %s handed back, but not dispatched again: %s", trip.id, exc)
         return None

@@ -111,17 +111,15 @@ class TripEvents(Generic[M]):
     def request_failed(self, member: M, trip_id: str) -> None:
         self.publisher.leave(member, trip_group(trip_id))
 
-    async def requested(self, member: M, trip_id: str, trip: dict[str, Any], audience: Audience | None) -> None:
+    async def requested(self, member: M, trip: dict[str, Any], audience: Audience | None) -> None:
         """A trip was requested: its rider and the drivers of ``audience`` hear of it (None: the audience could
         not be worked out, so nobody else hears now, and the rider is told)."""
         await self._deliver(member, trip, drivers=audience, what="The trip was requested")
 
-    async def updated(
-        self, member: M, trip_id: str, status: str, trip: dict[str, Any], reached: Audience = EVERY_DRIVER
-    ) -> None:
+    async def updated(self, member: M, trip: dict[str, Any], reached: Audience = EVERY_DRIVER) -> None:
         """A driver moved a trip: its rider hears it; on acceptance the drivers the request ``reached`` too
         (the request is gone)."""
-        await self.changed(member, trip, drivers=reached if status == STARTED else NO_DRIVER)
+        await self.changed(member, trip, drivers=reached if trip["status"] == STARTED else NO_DRIVER)
 
     async def changed(
         self, member: M | None, trip: dict[str, Any], *, drivers: Audience | None = NO_DRIVER, left: bool = False

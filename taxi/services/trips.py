@@ -11,7 +11,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from taxi.domain import COMPLETED, DRIVER, IN_PROGRESS, REQUESTED, RIDER, STARTED, utcnow
+from taxi.domain import CANCELED, COMPLETED, DRIVER, IN_PROGRESS, REQUESTED, RIDER, STARTED, utcnow
 from taxi.errors import APIError, BrokerUnavailable, Conflict, NotFound, PermissionDenied, TripOpen
 from taxi.queries import trip_writes as w
 from taxi.queries import trips as q
@@ -77,6 +77,8 @@ def refusal(caller: Caller, trip: TripRow | None, status: str, claimed_rider: in
     if trip is None or not can_see(caller, trip):
         if trip is not None and status == STARTED and trip.driver_id is not None:
             return Conflict("This trip has already been accepted by another driver.", code="trip_unavailable")
+        if trip is not None and status == STARTED and trip.status == CANCELED:
+            return Conflict("The rider cancelled this trip.", code="trip_unavailable")
         return NotFound("Not found.")
     if claimed_rider is not None and trip.rider_id != claimed_rider:
         return PermissionDenied("The rider you sent is not this trip's rider.")

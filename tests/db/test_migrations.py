@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import sqlite3
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -133,3 +134,29 @@ def test_trips_stored_before_locations_keep_their_data_and_read_with_null_places
     if not version_1.is_sqlite:
         with pytest.raises(psycopg2.IntegrityError):
             sql.execute("UPDATE taxi_trip SET drop_off_lat = 1 WHERE id = %s", (uuid.UUID(driving).hex,))
+
+
+def test_trips_stored_before_versions_start_at_version_1_and_may_be_cancelled(version_1):
+    sql = SyncDB(version_1)
+    sql.execute(
+        "INSERT INTO taxi_user (username, password, role, date_joined) VALUES (%s, %s, %s, %s)",
+        ("old-rider", "x", "rider", datetime.now(UTC).isoformat()),
+    )
+    rider = sql.user_id("old-rider")
+    old = sql.add_trip(rider, pick_up="1 Main St", age_seconds=60)
+    assert asyncio.run(_migrate(version_1, up_to=4)) == [2, 3, 4]
+    located = sql.add_trip(rider, drop_off="2 Oak Ave")
+    sql.execute("UPDATE taxi_trip SET pick_up_lat = 1, pick_up_lng = 2 WHERE id = %s", (uuid.UUID(located).hex,))
+    assert asyncio.run(_migrate(version_1)) == list(range(5, LATEST + 1))
+
+    rows = sql.fetch("SELECT id, pick_up_address, pick_up_lat, version, cancel_reason, request_id FROM taxi_trip")
+    assert {(uuid.UUID(str(r[0])).hex, r[1], r[2], r[3], r[4], r[5]) for r in rows} == {
+        (uuid.UUID(old).hex, "1 Main St", None, 1, None, None),
+        (uuid.UUID(located).hex, "A", 1, 1, None, None),
+    }
+    sql.execute("UPDATE taxi_trip SET status = 'CANCELED' WHERE id = %s", (uuid.UUID(old).hex,))
+    with pytest.raises((psycopg2.IntegrityError, sqlite3.IntegrityError)):
+        sql.execute("UPDATE taxi_trip SET status = 'LOST' WHERE id = %s", (uuid.UUID(old).hex,))
+    if version_1.is_sqlite:  # the table was rebuilt: the indexes of migrations 1 to 4 came back with it
+        names = {r[0] for r in sql.fetch("SELECT name FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL")}
+        assert {"taxi_trip_rider_created", "taxi_trip_active_driver", "taxi_trip_rider_open"} <= names

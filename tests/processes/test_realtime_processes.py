@@ -111,11 +111,13 @@ def test_redis_outage_is_reported_and_survived(pg_database_url, tmp_path, privat
     with ServerProcess(env) as server:
         rider = account(server.url, "rider@example.com", "rider")
         driver = account(server.url, "driver@example.com", "driver")
+        phone = account(server.url, "phone@example.com", "driver")
 
         async def scenario():
             async with (
                 await connect(server.ws_url, rider["access"]) as r,
                 await connect(server.ws_url, driver["access"]) as d,
+                await connect(server.ws_url, phone["access"], protocol=2) as p,
             ):
                 private_redis.stop()
                 # The change is committed and the rider learns it; the failed broadcast is reported, not hidden.
@@ -145,6 +147,10 @@ def test_redis_outage_is_reported_and_survived(pg_database_url, tmp_path, privat
 
                 again, heard = await eventually(next_request_heard, "the worker resubscribes", timeout=10, interval=0)
                 assert heard == again
+                # What was published meanwhile never came: a version 2 client is told to resume, before anything
+                # the restored subscription carries; the reference client (version 1) is not sent that message.
+                assert await recv(p) == {"type": "resume.required", "data": {}}
+                assert await recv(p) == again
                 return reply["data"]["id"]
 
         trip_id = asyncio.run(scenario())

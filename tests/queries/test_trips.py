@@ -10,7 +10,7 @@ import pytest
 from taxi import db as dbm
 from taxi.domain import utcnow
 from taxi.geo import Point
-from taxi.queries import trips, users
+from taxi.queries import trip_writes, trips, users
 from taxi.schemas import TripRequest
 
 
@@ -31,7 +31,7 @@ async def make_user(name, group, active=True):
 async def request(rider, age=0, pick_up="A", at=None):
     trip_id = uuid.uuid4()
     form = TripRequest(pick_up, "B", at, Point(0.5, 0.5) if at else None)
-    assert await trips.insert(trip_id, utcnow() - timedelta(seconds=age), form, rider.id)
+    assert (await trip_writes.insert(trip_id, utcnow() - timedelta(seconds=age), form, rider.id, 100)).created
     return trip_id
 
 
@@ -54,7 +54,7 @@ async def test_riders_see_their_own_trips_and_drivers_open_requests_and_their_ow
     old = await request(rider, age=60)
     new = await request(rider, age=1)
     theirs = await request(other, age=30)
-    assert await trips.accept(theirs, driver.id, utcnow(), None)
+    assert await trip_writes.accept(theirs, driver.id, utcnow(), None)
     assert [t.id for t in await trips.visible_to(rider.id, "rider", 10)] == [str(new), str(old)]
     assert [t.id for t in await trips.visible_to(rider.id, "rider", 1)] == [str(new)]
     seen = await trips.visible_to(driver.id, "driver", 10)
@@ -82,18 +82,18 @@ async def test_acceptance_has_one_winner_and_later_steps_belong_to_the_driver(co
     rider, other = await make_user("r", "rider"), await make_user("o", "rider")
     first, second = await make_user("d1", "driver"), await make_user("d2", "driver")
     trip_id = await request(rider)
-    assert not await trips.accept(trip_id, first.id, utcnow(), other.id)  # wrong rider claimed
-    assert await trips.accept(trip_id, first.id, utcnow(), rider.id)
-    assert not await trips.accept(trip_id, second.id, utcnow(), None)
-    assert not await trips.advance(trip_id, "STARTED", "IN_PROGRESS", second.id, utcnow(), None)
-    assert not await trips.advance(trip_id, "IN_PROGRESS", "COMPLETED", first.id, utcnow(), None)
-    assert await trips.advance(trip_id, "STARTED", "IN_PROGRESS", first.id, utcnow(), None)
+    assert not await trip_writes.accept(trip_id, first.id, utcnow(), other.id)  # wrong rider claimed
+    assert await trip_writes.accept(trip_id, first.id, utcnow(), rider.id)
+    assert not await trip_writes.accept(trip_id, second.id, utcnow(), None)
+    assert not await trip_writes.advance(trip_id, "STARTED", "IN_PROGRESS", second.id, utcnow(), None)
+    assert not await trip_writes.advance(trip_id, "IN_PROGRESS", "COMPLETED", first.id, utcnow(), None)
+    assert await trip_writes.advance(trip_id, "STARTED", "IN_PROGRESS", first.id, utcnow(), None)
     trip = await trips.get(trip_id)
     assert trip is not None and (trip.status, trip.driver_id) == ("IN_PROGRESS", first.id)
     assert trip.updated > trip.created
     assert await trips.open_ids(rider.id, "rider") == [str(trip_id)]
     assert await trips.open_ids(first.id, "driver") == [str(trip_id)]
-    assert await trips.advance(trip_id, "IN_PROGRESS", "COMPLETED", first.id, utcnow(), None)
+    assert await trip_writes.advance(trip_id, "IN_PROGRESS", "COMPLETED", first.id, utcnow(), None)
     assert await trips.open_ids(rider.id, "rider") == [] and await trips.open_ids(first.id, "driver") == []
 
 
@@ -102,9 +102,9 @@ async def test_writes_of_a_deactivated_author_change_nothing(connected):
     driver = await make_user("d", "driver")
     trip_id = await request(rider)
     gone_rider = await make_user("gr", "rider", active=False)
-    assert not await trips.insert(uuid.uuid4(), utcnow(), TripRequest("A", "B"), gone_rider.id)
+    assert await trip_writes.insert(uuid.uuid4(), utcnow(), TripRequest("A", "B"), gone_rider.id, 100) is None
     await dbm.execute(dbm.SQL("UPDATE taxi_user SET is_active = {p} WHERE id = {p}"), (False, driver.id))
-    assert not await trips.accept(trip_id, driver.id, utcnow(), None)
+    assert not await trip_writes.accept(trip_id, driver.id, utcnow(), None)
     trip = await trips.get(trip_id)
     assert trip is not None and trip.status == "REQUESTED"
 
@@ -206,12 +206,12 @@ async def test_busy_drivers_are_those_driving_a_started_or_in_progress_trip(conn
     rider = await make_user("r", "rider")
     one, two, idle = await make_user("d1", "driver"), await make_user("d2", "driver"), await make_user("d3", "driver")
     first, second, third = await request(rider), await request(rider), await request(rider)
-    assert await trips.accept(first, one.id, utcnow(), None)
-    assert await trips.accept(second, two.id, utcnow(), None)
-    assert await trips.advance(second, "STARTED", "IN_PROGRESS", two.id, utcnow(), None)
+    assert await trip_writes.accept(first, one.id, utcnow(), None)
+    assert await trip_writes.accept(second, two.id, utcnow(), None)
+    assert await trip_writes.advance(second, "STARTED", "IN_PROGRESS", two.id, utcnow(), None)
     assert await trips.busy_drivers() == {one.id, two.id}
     assert await trips.busy_drivers([one.id, idle.id]) == {one.id}
     assert await trips.busy_drivers([]) == set()
-    assert await trips.advance(second, "IN_PROGRESS", "COMPLETED", two.id, utcnow(), None)
+    assert await trip_writes.advance(second, "IN_PROGRESS", "COMPLETED", two.id, utcnow(), None)
     assert await trips.busy_drivers([one.id, two.id, idle.id]) == {one.id}
     assert third  # still REQUESTED: waiting is not busy

@@ -300,3 +300,43 @@ async def test_deliveries_narrowed_by_version_and_user_reach_exactly_those_socke
 def test_channels_carry_the_database_number_of_the_url(url, prefix, expected):
     """Pub/sub ignores the database number, so it is part of every channel name."""
     assert channel_namespace(url, prefix) == expected
+
+
+async def test_per_trip_a_socket_only_ever_gets_newer_versions_whichever_worker_publishes(workers):
+    relays, _, _ = workers
+    a, b = relays
+    sink = Sink()
+    a.open(sink.session)
+    await a.join(sink.session, "trip:t")
+    # Two workers publish versions of one trip; the third version overtakes the second on its way.
+    await b.publish("trip:t", "v1", seq=("t", 1))
+    await a.publish("trip:t", "v3", seq=("t", 3))
+    await b.publish("trip:t", "v2", seq=("t", 2))
+    await b.publish("trip:t", "v3 again", seq=("t", 3))
+    await b.publish("trip:t", "other trip v1", seq=("u", 1))
+    await b.publish("trip:t", "unnumbered")
+    await sink.settle(4)
+    await asyncio.sleep(0.2)
+    assert sink.frames == ["v1", "v3", "other trip v1", "unnumbered"]
+    # What a resuming client says it has counts the same way.
+    sink.session.advance("u", 5)
+    assert not sink.session.offer("u v4", ("u", 4)) and sink.session.offer("u v6", ("u", 6))
+
+
+async def test_after_a_lost_subscription_only_version_2_sockets_are_told_to_resume(private_redis):
+    relay = Relay(Hub(), lambda deliver: RedisBroker(private_redis.url, "taxi_test_resync:", deliver), "resync!")
+    await relay.broker.start()
+    try:
+        old, new = Sink(), Sink()
+        new.session.version = 2
+        for sink in (old, new):
+            relay.open(sink.session)
+            await relay.join(sink.session, "drivers")
+        private_redis.stop()
+        private_redis.start()
+        assert await new.settle(1, timeout=15) == ["resync!"]
+        await relay.publish("drivers", "after")
+        assert await new.settle(2) == ["resync!", "after"]
+        assert await old.settle(1) == ["after"]
+    finally:
+        await relay.broker.stop()

@@ -15,7 +15,7 @@ from taxi import db as dbm
 from taxi import geo
 from taxi.domain import utcnow
 from taxi.geo import Point
-from taxi.queries import trips, users
+from taxi.queries import trip_writes, users
 from taxi.schemas import LocationFix, TripRequest
 from taxi.services.locations import Locations
 from taxi.services.presence import Presence
@@ -113,8 +113,8 @@ async def test_switched_off_and_busy_drivers_are_never_in_an_audience(connected,
     await presence.switch(off, available=False)
     rider = await users.create("r", "x", "", "", "rider", None)
     trip_id = uuid.uuid4()
-    assert await trips.insert(trip_id, utcnow(), TripRequest("A", "B"), rider.id)
-    assert await trips.accept(trip_id, busy, utcnow(), None)
+    assert (await trip_writes.insert(trip_id, utcnow(), TripRequest("A", "B"), rider.id, 100)).created
+    assert await trip_writes.accept(trip_id, busy, utcnow(), None)
     assert (await presence.audience(pick_up)).only == {free}
     # A request that names no place goes to every driver but the busy and switched-off ones, wherever they are.
     assert (await presence.audience(None)).only is None

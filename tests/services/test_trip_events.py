@@ -15,7 +15,7 @@ class Member:
         self.label = label
         self.sent: list[dict] = []
 
-    def offer(self, text: str) -> bool:
+    def offer(self, text: str, seq: tuple[str, int] | None = None) -> bool:
         self.sent.append(json.loads(text))
         return True
 
@@ -48,14 +48,15 @@ class FakePublisher:
         only: frozenset[int] | None = None,
         skip: frozenset[int] = frozenset(),
         latest: str | None = None,
+        seq: tuple[str, int] | None = None,
     ) -> None:
         if self.down:
             raise BrokerUnavailable("down")
         self.published.append((group, json.loads(text), exclude, end))
-        self.narrowed.append({"min_version": min_version, "only": only, "skip": skip, "latest": latest})
+        self.narrowed.append({"min_version": min_version, "only": only, "skip": skip, "latest": latest, "seq": seq})
 
 
-TRIP = {"id": "t1", "status": "REQUESTED"}
+TRIP = {"id": "t1", "status": "REQUESTED", "version": 1}
 
 
 def test_a_driver_joins_drivers_and_every_socket_joins_its_open_trips():
@@ -69,9 +70,10 @@ async def test_a_request_is_answered_to_its_rider_and_published_to_the_trip_and_
     events = TripEvents(publisher)
     await events.before_request(rider, "t1")
     assert rider in publisher.members[trip_group("t1")]
-    await events.requested(rider, "t1", TRIP, EVERY_DRIVER)
+    await events.requested(rider, TRIP, EVERY_DRIVER)
     assert rider.sent == [{"type": "echo.message", "data": TRIP}]
     assert [(g, e, end) for g, _, e, end in publisher.published] == [("trip:t1", rider, False), (DRIVERS, rider, False)]
+    assert [n["seq"] for n in publisher.narrowed] == [("t1", 1), ("t1", 1)]  # numbered by the trip's version
 
 
 @pytest.mark.parametrize(
@@ -80,7 +82,7 @@ async def test_a_request_is_answered_to_its_rider_and_published_to_the_trip_and_
 async def test_an_update_reaches_drivers_only_on_acceptance_and_ends_the_group_on_completion(status, to_drivers, end):
     publisher, driver = FakePublisher(), Member("driver")
     events = TripEvents(publisher)
-    await events.updated(driver, "t1", status, {**TRIP, "status": status})
+    await events.updated(driver, {**TRIP, "status": status})
     groups = [g for g, *_ in publisher.published]
     assert groups == (["trip:t1", DRIVERS] if to_drivers else ["trip:t1"])
     assert publisher.published[0][3] is end
@@ -93,7 +95,7 @@ async def test_a_committed_change_still_reaches_its_author_when_nobody_else_can_
     publisher.down = True
     events = TripEvents(publisher)
     await events.before_request(rider, "t1")  # no error: the trip is still stored
-    await events.requested(rider, "t1", TRIP, EVERY_DRIVER)
+    await events.requested(rider, TRIP, EVERY_DRIVER)
     assert rider.sent[0] == {"type": "echo.message", "data": TRIP}
     assert rider.sent[1]["type"] == "error" and rider.sent[1]["data"]["code"] == "unavailable"
     with pytest.raises(BrokerUnavailable):
@@ -103,9 +105,9 @@ async def test_a_committed_change_still_reaches_its_author_when_nobody_else_can_
 async def test_a_request_reaches_only_its_audience_and_nobody_when_it_has_none():
     publisher, rider = FakePublisher(), Member("rider")
     events = TripEvents(publisher)
-    await events.requested(rider, "t1", TRIP, Audience(only=frozenset({7, 9})))
-    await events.requested(rider, "t2", TRIP, Audience(skip=frozenset({3})))
-    await events.requested(rider, "t3", TRIP, Audience(only=frozenset()))
+    await events.requested(rider, TRIP, Audience(only=frozenset({7, 9})))
+    await events.requested(rider, {**TRIP, "id": "t2"}, Audience(skip=frozenset({3})))
+    await events.requested(rider, {**TRIP, "id": "t3"}, Audience(only=frozenset()))
     to_drivers = [
         (n["only"], n["skip"])
         for (g, *_), n in zip(publisher.published, publisher.narrowed, strict=True)
@@ -117,14 +119,14 @@ async def test_a_request_reaches_only_its_audience_and_nobody_when_it_has_none()
 
 async def test_a_request_whose_drivers_cannot_be_found_is_kept_and_its_rider_told():
     publisher, rider = FakePublisher(), Member("rider")
-    await TripEvents(publisher).requested(rider, "t1", TRIP, None)
+    await TripEvents(publisher).requested(rider, TRIP, None)
     assert [g for g, *_ in publisher.published] == ["trip:t1"]
     assert rider.sent[0]["data"] == TRIP and rider.sent[1]["data"]["code"] == "unavailable"
 
 
 async def test_an_acceptance_reaches_the_drivers_the_request_reached():
     publisher, driver = FakePublisher(), Member("driver")
-    await TripEvents(publisher).updated(driver, "t1", "STARTED", TRIP, Audience(only=frozenset({4})))
+    await TripEvents(publisher).updated(driver, {**TRIP, "status": "STARTED"}, Audience(only=frozenset({4})))
     assert [(g, n["only"]) for (g, *_), n in zip(publisher.published, publisher.narrowed, strict=True)] == [
         ("trip:t1", None),
         (DRIVERS, frozenset({4})),
