@@ -10,6 +10,7 @@ import pytest
 from taxi import db as dbm
 from taxi.domain import utcnow
 from taxi.geo import Point
+from taxi.paging import START
 from taxi.queries import trips, users
 from taxi.schemas import TripRequest
 
@@ -172,11 +173,10 @@ async def test_a_drivers_first_page_reads_a_page_of_trips_not_every_open_request
         (rider.id,),
     )
     await dbm.execute(dbm.SQL("ANALYZE taxi_trip"))
-    statement = trips._reads().lists["driver"]
+    statement = trips._reads().lists["driver", False]
     explain = dbm.SQL("EXPLAIN (ANALYZE, FORMAT JSON) " + statement.sql.template)
-    plan = (await dbm.fetch_all(explain, statement.args(me=driver.id, limit=1, lat=52.5, lng=13.4, radius=5000.0)))[0][
-        0
-    ]
+    values = trips._list_args(statement, driver.id, 1, trips.Reach(52.5, 13.4, 5000.0), None, START)
+    plan = (await dbm.fetch_all(explain, values))[0][0]
 
     def trip_rows_read(node):
         own = node["Actual Rows"] * node["Actual Loops"] if node.get("Relation Name") == "taxi_trip" else 0
