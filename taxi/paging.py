@@ -68,7 +68,9 @@ def decode_cursor(text: str, secret: str) -> Keyset:
     except (binascii.Error, ValueError):
         raw = b""
     payload, mac = raw[: _LAYOUT.size], raw[_LAYOUT.size :]
-    if len(raw) != size or not hmac.compare_digest(mac, _mac(payload, secret)):
+    # Base64 text has spare bits that decoding ignores: only the one text we issue for these bytes is ours.
+    canonical = base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+    if len(raw) != size or text != canonical or not hmac.compare_digest(mac, _mac(payload, secret)):
         raise ValidationFailed.field("cursor", _BAD)
     version, micros, id_bytes = _LAYOUT.unpack(payload)
     try:
