@@ -265,6 +265,13 @@ async def caller_and_visible(
     return pairs[0][0], [trip for _, trip in pairs if trip is not None]
 
 
+def list_statement_postgresql(role: str, by_status: bool) -> tuple[str, tuple[str, ...]]:
+    """The list statement PostgreSQL runs for ``role`` (with the caller's check), as PREPARE takes it, and the names
+    of its parameters in order: for scripts/explain_history, which shows its plans."""
+    statement = _PG.lists_me[role, by_status]
+    return statement.sql.numbered(), statement.order
+
+
 async def caller_and_trip(user_id: int, trip_id: uuid.UUID) -> tuple[UserRow, TripRow | None] | None:
     """The active caller and the trip (None if unknown), in one round trip on PostgreSQL; None for an inactive caller."""
     if not dbm.is_postgresql():
