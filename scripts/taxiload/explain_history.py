@@ -155,14 +155,16 @@ def _run_case(cur: Any, user: int, case: Case, runs: int, full: bool, tag: str) 
 
 def _cases(cur: Any, rider: int, driver: int) -> list[tuple[int, Case]]:
     cases = []
-    for role, user in (("rider", rider), ("driver", driver)):
+    # The rider has no STARTED trip: without a status index, finding that out reads its whole history. The driver's
+    # REQUESTED are the open requests it could accept (the other half of its list).
+    for role, user, rare in (("rider", rider, "STARTED"), ("driver", driver, "REQUESTED")):
         deep = _place(cur, role, user, None, 0.9)
         deep_done = _place(cur, role, user, "COMPLETED", 0.9)
         cases += [
             (user, Case(f"{role}: first page, all statuses", role, None, START)),
             (user, Case(f"{role}: a page 90% deep, all statuses", role, None, deep)),
             (user, Case(f"{role}: ?status=COMPLETED, a page 90% deep", role, "COMPLETED", deep_done)),
-            (user, Case(f"{role}: ?status=REQUESTED, first page", role, "REQUESTED", START)),
+            (user, Case(f"{role}: ?status={rare}, first page", role, rare, START)),
         ]
     return cases
 
@@ -206,7 +208,7 @@ def cli(doc: str | None) -> None:
                 _run_case(cur, user, case, args.runs, args.full, str(n))
             print("\n## What migration 5's indexes avoid (each dropped in a rolled-back transaction)")
             rider_cases = {case.title: (user, case) for user, case in cases if case.role == "rider"}
-            user, case = rider_cases["rider: ?status=REQUESTED, first page"]
+            user, case = rider_cases["rider: ?status=STARTED, first page"]
             _without(cur, "taxi_trip_rider_status_created", user, case, args.runs, args.full, "a")
             user, case = rider_cases["rider: first page, all statuses"]
             _without(cur, "taxi_trip_rider_created", user, case, args.runs, args.full, "b")
