@@ -82,7 +82,13 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack, log_dir: Path) ->
         "driver": [make_account(server.url, f"soak_driver_{i}", "driver", "Soak") for i in range(args.pairs)],
         "watcher": [make_account(server.url, f"soak_watcher_{i}", "driver", "Soak") for i in range(args.watchers)],
     }
-    soak = Soak(args, server, accounts, private)
+    if args.disconnects:
+        accounts["phone"] = [
+            make_account(server.url, f"soak_phone_{group}_{i}", group, "Phone")
+            for i in range(args.pairs)
+            for group in ("rider", "driver")
+        ]
+    soak = Soak(args, server, accounts, private, db.dsn)
     try:
         asyncio.run(soak.main())
     except asyncio.CancelledError:  # SIGTERM during the load cancels the main task
@@ -105,6 +111,7 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack, log_dir: Path) ->
         "stop": f"server stopped by SIGTERM with exit code {code} in {mono() - started:.1f} s",
         "stop_code": code,
         "redis_channels": soak.redis_channels,
+        "phones": soak.phone_verdict,
         "log_problems": log_problems(log),
         "log_noise": log_noise(log),
         "log_warnings": log_warnings(log, limit=12, width=150, masks=SOAK_MASKS),
@@ -121,6 +128,10 @@ def parse_args(description: str) -> argparse.Namespace:
     parser.add_argument("--workers", type=int, default=2, help="Sanic workers (default 2)")
     parser.add_argument("--watchers", type=int, default=5, help="driver sockets that only listen (default 5)")
     parser.add_argument("--think", type=float, default=0.2, help="mean pause between a pair's steps, s (default 0.2)")
+    parser.add_argument(
+        "--disconnects", action="store_true", help="phones (protocol 2) dropped at random moments that resume"
+    )
+    parser.add_argument("--drop-every", type=float, default=2.0, help="mean time between two drops, s (default 2)")
     parser.add_argument("--json", type=Path, help="also write the results as JSON")
     args = parser.parse_args()
     if args.minutes <= 0 or args.pairs < 1 or args.workers < 1 or args.watchers < 0 or args.think < 0:

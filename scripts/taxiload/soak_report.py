@@ -24,7 +24,7 @@ def report(args: argparse.Namespace, r: dict[str, Any]) -> tuple[int, str, dict[
     print(f"broadcasts due in them: {dl['by_kind']}; not counted: {dl['skipped']}")
     fault_words, recovery = print_faults(soak, r["workers_end"])
     print_server(r)
-    failures = db["lost"] + db["wrong"] + dl["missed"] + soak.problems
+    failures = db["lost"] + db["wrong"] + dl["missed"] + soak.problems + print_phones(r["phones"])
     if r["stop_code"] != 0:
         failures.append(r["stop"])
     for line in failures[:30]:
@@ -45,6 +45,18 @@ def report(args: argparse.Namespace, r: dict[str, Any]) -> tuple[int, str, dict[
     else:
         verdict = f"SOAK PASS: {summary}"
     return (1 if failures else 0), verdict, json_data(args, r, verdict, opens)
+
+
+def print_phones(phones: dict[str, Any] | None) -> list[str]:
+    """The --disconnects line; its failures (every lost event, stale view and version regression is one)."""
+    if phones is None:
+        return []
+    counts = {k: len(phones[k]) for k in ("lost_events", "stale_views", "version_regressions")}
+    print(
+        f"disconnects: {phones['phones']} phones, {phones['drops']} drops, {phones['resumes']} resumes; "
+        + ", ".join(f"{k.replace('_', ' ')} {n}" for k, n in counts.items())
+    )
+    return [f"{k.replace('_', ' ')}: {m}" for k in counts for m in phones[k]] + phones["problems"]
 
 
 def print_counts(soak: Soak) -> collections.Counter[str]:
@@ -129,6 +141,7 @@ def json_data(
         "failed_connects": dict(opens),
         "problems": soak.problems,
         "redis_channels_at_end": r["redis_channels"],
+        "disconnects": r["phones"],
         "server": {
             "stop": r["stop"],
             "log_errors": r["log_problems"],

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import signal
+from typing import Any
 
 import httpx
 import redis
@@ -17,6 +18,7 @@ from taxiload.soak_faults import inject_faults
 from taxiload.soak_ledger import Ledger
 from taxiload.soak_model import GRACE, HARD_EXTRA, HTTP_TIMEOUT, Pair, mono
 from taxiload.soak_pairs import PairLoop
+from taxiload.soak_phones import Phones, stored_trips
 
 
 class Soak(Ledger):
@@ -26,8 +28,15 @@ class Soak(Ledger):
         server: ServerProcess,
         accounts: dict[str, list[Account]],
         private: tuple[PrivatePostgres, PrivateRedis] | None,
+        dsn: str,
     ) -> None:
         super().__init__(server.url)
+        self.phones = (
+            Phones(server.url, accounts["phone"], args.drop_every, lambda: asyncio.to_thread(stored_trips, dsn))
+            if args.disconnects
+            else None
+        )
+        self.phone_verdict: dict[str, Any] | None = None
         self.args = args
         self.server = server
         self.private = private  # the private PostgreSQL and Redis under --faults
@@ -91,8 +100,14 @@ class Soak(Ledger):
                 side.append(asyncio.create_task(faults, name="faults"))
             loops = [PairLoop(self, p, self.args.think) for p in self.pairs]
             pairs = [asyncio.create_task(pl.run(), name=f"pair {pl.pair.idx}") for pl in loops]
+            if self.phones is not None:
+                await self.phones.start()
+                until = loop.time() + self.stop_at - mono()
+                pairs.append(asyncio.create_task(self.phones.run(until, self.args.think), name="phones"))
             await self.finish(pairs, side)
             await asyncio.sleep(GRACE)  # broadcasts in flight
+            if self.phones is not None:
+                self.phone_verdict = await self.phones.verdict()
             self.redis_channels = await asyncio.to_thread(self.count_channels)
         finally:
             await self.close(clients, side + pairs)

@@ -45,7 +45,11 @@ class Tally:
         self.due = collections.Counter[str]()
         self.got = collections.Counter[str]()
         self.missed: dict[tuple[str, str, float], list[str]] = collections.defaultdict(list)
-        self.skipped = {"acknowledged outside the windows": 0, "socket not open for the whole window": 0}
+        self.skipped = {
+            "acknowledged outside the windows": 0,
+            "socket not open for the whole window": 0,
+            "requests to a driver that may have been busy": 0,
+        }
 
     def check(self, what: str, client: Client, life: Life | None, ack: Ack) -> None:
         if life is None:
@@ -64,12 +68,13 @@ def deliveries(soak: Soak) -> dict[str, Any]:
     that accepted, and every update to the trip's rider."""
     spans = windows(soak)
     tally = Tally()
+    driving = busy_spans(soak)
     for ack in soak.acks:
         window = next(((a, b) for a, b in spans if a <= ack.sent and ack.done <= b), None)
         if window is None:
             tally.skipped["acknowledged outside the windows"] += 1
         else:
-            _due(soak, tally, ack, soak.trips[ack.trip], window)
+            _due(soak, tally, ack, soak.trips[ack.trip], window, driving)
     return {
         "windows": [(round(a - soak.t0, 1), round(b - soak.t0, 1)) for a, b in spans],
         "due": sum(tally.due.values()),
@@ -88,12 +93,40 @@ def deliveries(soak: Soak) -> dict[str, Any]:
     }
 
 
-def _due(soak: Soak, tally: Tally, ack: Ack, trip: Trip, window: tuple[float, float]) -> None:
+def busy_spans(soak: Soak) -> dict[int, list[tuple[float, float]]]:
+    """Per driver, when it may have been driving a trip (from sending the acceptance to the acknowledgement of the
+    completion, or the end): nearby dispatch sends no request to a busy driver."""
+    started: dict[str, tuple[int, float]] = {}
+    spans: dict[int, list[tuple[float, float]]] = {}
+    for ack in soak.acks:
+        if ack.status == "STARTED" and ack.driver is not None:
+            started[ack.trip] = (ack.driver, ack.sent)
+        elif ack.status == "COMPLETED" and ack.trip in started:
+            driver, since = started.pop(ack.trip)
+            spans.setdefault(driver, []).append((since, ack.done))
+    for driver, since in started.values():
+        spans.setdefault(driver, []).append((since, float("inf")))
+    return spans
+
+
+def _due(
+    soak: Soak,
+    tally: Tally,
+    ack: Ack,
+    trip: Trip,
+    window: tuple[float, float],
+    driving: dict[int, list[tuple[float, float]]],
+) -> None:
     if ack.status in ("REQUESTED", "STARTED"):
         for client in soak.watchers + [p.driver for p in soak.pairs]:
-            if client.account.id != ack.driver:
-                what = "watchers" if client in soak.watchers else "pair drivers"
-                tally.check(f"{what} ({ack.status})", client, client.spanning(*window), ack)
+            if client.account.id == ack.driver:
+                continue
+            spans = driving.get(client.account.id, [])
+            if ack.status == "REQUESTED" and any(a <= ack.done and ack.sent <= b for a, b in spans):
+                tally.skipped["requests to a driver that may have been busy"] += 1
+                continue
+            what = "watchers" if client in soak.watchers else "pair drivers"
+            tally.check(f"{what} ({ack.status})", client, client.spanning(*window), ack)
     if ack.status != "REQUESTED":
         rider = soak.pairs[ack.pair].rider
         life = rider.spanning(*window)

@@ -210,7 +210,9 @@ class Sessions(RuleBasedStateMachine):
             for trip_id, trip in phone.view.items():
                 if trip["version"] > db[trip_id][1]:
                     raise AssertionError(f"{phone.user['username']} holds a version of {trip_id} never stored")
-                if trip["status"] == "REQUESTED" and trip["version"] != db[trip_id][1]:
+                # A request it holds must not have moved on unseen (a request handed back again while this driver
+                # was busy went to the drivers free at the time: still a request, at a later version).
+                if trip["status"] == "REQUESTED" and db[trip_id][0] != "REQUESTED":
                     return False
         return True
 
