@@ -324,7 +324,7 @@ async def test_per_trip_a_socket_only_ever_gets_newer_versions_whichever_worker_
 
 
 async def test_after_a_lost_subscription_only_version_2_sockets_are_told_to_resume(private_redis):
-    relay = Relay(Hub(), lambda deliver: RedisBroker(private_redis.url, "taxi_test_resync:", deliver), "resync!")
+    relay = Relay(Hub(), lambda deliver: RedisBroker(private_redis.url, "taxi_test_resync:", deliver), resync="resync!")
     await relay.broker.start()
     try:
         old, new = Sink(), Sink()
