@@ -29,7 +29,7 @@ from taxi.config import ConfigError, Settings
 from taxi.db.usage import pool_usage
 from taxi.migrations import LATEST, current_version, migrate
 from taxi.protocol import RESUME_REQUIRED, frame
-from taxi.realtime import Hub, LocalBroker, RedisBroker, Relay
+from taxi.realtime import Hub, LocalBroker, RedisBroker, Relay, Session
 from taxi.realtime.broker import redis_retry
 from taxi.security import TokenIssuer
 from taxi.services.accounts import Accounts, LoginLimits
@@ -38,7 +38,7 @@ from taxi.services.media import Media
 from taxi.services.presence import Presence
 from taxi.services.presence_store import LocalPresenceStore, PresenceStore, RedisPresenceStore
 from taxi.services.throttle import RedisThrottle
-from taxi.services.trip_events import TripEvents
+from taxi.services.trip_events import TripEvents, trip_of
 from taxi.services.trips import Trips
 
 log = logging.getLogger("taxi")
@@ -199,6 +199,15 @@ async def _open_worker(app: TaxiApp) -> None:
     app.ctx.presence = Presence(store, settings.dispatch_radius_m, settings.location_stale_s)
     app.ctx.trips.presence = app.ctx.presence
     app.ctx.locations = Locations(app.ctx.presence, app.ctx.events, settings.location_min_interval_ms / 1000)
+    locations = app.ctx.locations
+
+    def left(session: Session, group: str) -> None:
+        """A driver taken out of a trip's group (it ended, or was handed back) sends that trip no more positions."""
+        trip_id = trip_of(group)
+        if trip_id is not None and session.user is not None:
+            locations.trip_ended(session.user, trip_id)
+
+    relay.on_leave = left
     if isinstance(app.ctx.meter, metricsm.PrometheusMeter):
         app.ctx.sampler = asyncio.create_task(_sample_pool(app.ctx.meter, app.ctx.database), name="pool-gauges")
 

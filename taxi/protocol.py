@@ -82,7 +82,6 @@ class UpdateAvailability:
 @dataclass(frozen=True)
 class CancelTrip:
     cancel: Cancel
-    if_version: int | None  # cancel only if the trip is still at this version (what the client saw)
 
 
 @dataclass(frozen=True)
@@ -161,22 +160,13 @@ def _parse_v2(kind: str, body: dict[str, Any]) -> Command:
     if kind == UPDATE_LOCATION:
         return UpdateLocation(parse_location_fix(body))
     if kind == CANCEL_TRIP:
-        return CancelTrip(parse_cancel(body, body.get("id")), parse_if_version(body.get("version")))
+        return CancelTrip(parse_cancel(body, body.get("id")))
     if kind == RESUME:
         return Resume(parse_resume(body))
     available = body.get("available")
     if not isinstance(available, bool):
         raise ValidationFailed.field("available", f"Expected true or false, got {type(available).__name__}.")
     return UpdateAvailability(available)
-
-
-def parse_if_version(value: Any) -> int | None:
-    """An optional trip version a change is conditional on."""
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value < 2**31:
-        raise ValidationFailed.field("version", "Must be a trip version (a whole number from 1).")
-    return value
 
 
 def require_data(data: Any) -> dict[str, Any]:

@@ -55,6 +55,7 @@ class TripRequest:
 class Cancel:
     trip_id: uuid.UUID
     reason: str | None
+    if_version: int | None = None  # cancel only if the trip is still at this version (what the client saw)
 
 
 @dataclass(frozen=True)
@@ -176,11 +177,18 @@ def parse_trip_request(data: Mapping[str, Any]) -> TripRequest:
 
 
 def parse_cancel(data: Mapping[str, Any], trip_id: Any) -> Cancel:
-    """A cancellation: the trip's id (from the message or the URL) and an optional reason."""
+    """A cancellation: the trip's id (from the message or the URL), an optional reason and an optional version
+    (a number; from a form, its digits)."""
     errors = _Errors()
     reason = _text(data, "reason", errors, required=False, max_length=MAX_REASON)
+    version = data.get("version")
+    if isinstance(version, str) and version.isascii() and version.isdigit() and len(version) <= 10:
+        version = int(version)
+    if version is not None and (isinstance(version, bool) or not isinstance(version, int) or not 1 <= version < 2**31):
+        errors.add("version", "Must be a trip version (a whole number from 1).")
+        version = None
     errors.raise_if_any()
-    return Cancel(parse_trip_id(trip_id), reason or None)
+    return Cancel(parse_trip_id(trip_id), reason or None, version)
 
 
 def parse_resume(data: Mapping[str, Any]) -> dict[uuid.UUID, int]:

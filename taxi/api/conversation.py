@@ -6,6 +6,7 @@ documented shape and the socket stays open, except for a user deactivated since 
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import uuid
@@ -36,14 +37,15 @@ from taxi.protocol import (
 )
 from taxi.realtime import Session
 from taxi.realtime.meter import NO_METER, Meter
-from taxi.services import cancellation
+from taxi.services import dispatch
 from taxi.services.accounts import Caller
 from taxi.services.locations import Locations
 from taxi.services.presence import Presence
-from taxi.services.trip_events import EVERY_DRIVER, Audience, TripEvents
+from taxi.services.trip_events import EVERY_DRIVER, TripEvents
 from taxi.services.trips import Trips, require_driver, require_rider
 
 RESUME_REQUESTS = 100  # requests a resuming driver is sent at most (its list's default length)
+RESUME_HOLD_S = 2.0
 
 log = logging.getLogger("taxi.socket")
 
@@ -141,40 +143,43 @@ class Conversation:
             if trip.status in OPEN:
                 await self.events.follow(self.session, [trip.id])
             out = await self.trips.out_live(trip)
-            # An answer is owed even if this socket has that version already; nothing older may follow it.
+            # An answer is owed even if this socket has that version already, but never an older one than it has
+            # (a newer one that came meanwhile answers the retry as well).
             self.session.advance(trip.id, trip.version)
-            self.reply(frame(ECHO, out))
+            if self.session.seen(trip.id) <= trip.version:
+                self.reply(frame(ECHO, out))
             return
-        audience: Audience | None
-        try:
-            audience = await self.presence.audience(command.form.pick_up_location)
-            if audience.only:  # its acceptance goes to the same drivers: remember them before any can accept
-                await self.presence.store.remember_sent(trip.id, audience.only)
-        except BrokerUnavailable as exc:
-            log.warning("socket of user %d: no dispatch for trip %s: %s", self.caller.id, trip.id, exc)
-            audience = None
-        await self.events.requested(self.session, self.trips.out(trip), audience)
+        # Its acceptance goes to the drivers it reached: they are remembered before any of them can accept.
+        await self.events.requested(self.session, self.trips.out(trip), await dispatch.dispatch(self.presence, trip))
 
     async def cancel_trip(self, command: CancelTrip) -> None:
         cancel = command.cancel
-        out = await cancellation.cancel(
-            self.trips, self.events, self.caller, cancel.trip_id, cancel.reason, command.if_version, self.session
+        out = await dispatch.cancel(
+            self.trips, self.events, self.caller, cancel.trip_id, cancel.reason, cancel.if_version, self.session
         )
         self.locations.trip_ended(self.caller.id, out["id"])  # a driver who gave it up sends it no more positions
 
     async def resume(self, command: Resume) -> None:
         """Send what the client lacks, then ``resume.done``. Its groups are joined and the versions it has noted
         before the trips are read: whatever changes meanwhile arrives live, and per trip only newer versions
-        are sent (the session drops the rest)."""
+        are sent (the session drops the rest, and keeps every key it needs for that a little longer)."""
         session = self.session
-        for trip_id, version in command.seen.items():
-            session.advance(str(trip_id), version)
-        await self.events.follow(session, await self.trips.open_trip_ids(self.caller))
-        trips = await self.trips.resume_state(self.caller, command.seen, RESUME_REQUESTS)
-        sent = 0
-        for out in await self.trips.out_many(trips):
-            sent += session.offer(frame(ECHO, out), (out["id"], out["version"]))
-        self.reply(frame(RESUME_DONE, {"sent": sent}))
+        open_ids = await self.trips.open_trip_ids(self.caller)
+        keys = len(command.seen) + len(open_ids) + RESUME_REQUESTS
+        session.hold(keys)
+        try:
+            for trip_id, version in command.seen.items():
+                session.advance(str(trip_id), version)
+            await self.events.follow(session, open_ids)
+            trips = await self.trips.resume_state(self.caller, command.seen, open_ids, RESUME_REQUESTS)
+            sent = 0
+            for out in await self.trips.out_for(self.caller, trips):
+                if out["version"] > command.seen.get(uuid.UUID(out["id"]), 0):
+                    sent += session.offer(frame(ECHO, out), (out["id"], out["version"]))
+            self.reply(frame(RESUME_DONE, {"sent": sent}))
+        finally:
+            # Live frames read before the trips were may still be on their way: keep their keys a moment longer.
+            asyncio.get_running_loop().call_later(RESUME_HOLD_S, session.release, keys)
 
     async def update_trip(self, command: UpdateTrip) -> None:
         trip = await self.trips.advance(self.caller, command.trip_id, command.status, command.rider_claim)
@@ -182,7 +187,7 @@ class Conversation:
         if command.status == STARTED:
             self.locations.trip_started(self.caller.id, trip.id)
             if trip.pick_up_location is not None:
-                reached = await cancellation.sent_to(self.presence, trip)
+                reached = await dispatch.sent_to(self.presence, trip)
         elif command.status in FINAL:
             self.locations.trip_ended(self.caller.id, trip.id)
         await self.events.updated(self.session, await self.trips.out_live(trip), reached)

@@ -12,9 +12,8 @@ from taxi.api.context import TaxiRequest
 from taxi.api.guard import access_claims, bearer_token
 from taxi.errors import NotFound, ValidationFailed
 from taxi.paging import encode_cursor, parse_list_query
-from taxi.protocol import parse_if_version
 from taxi.schemas import parse_cancel, parse_trip_id
-from taxi.services import cancellation
+from taxi.services import dispatch
 from taxi.services.accounts import active_user
 
 bp = Blueprint("trips", url_prefix="/api/trip")
@@ -72,7 +71,5 @@ async def trip_cancel(request: TaxiRequest, trip_id: str) -> HTTPResponse:
             raise NotFound("Not found.") from None  # a path that names no trip, like the detail route
         raise
     ctx = request.app.ctx
-    out = await cancellation.cancel(
-        ctx.trips, ctx.events, caller, cancel.trip_id, cancel.reason, parse_if_version(body.get("version"))
-    )
+    out = await dispatch.cancel(ctx.trips, ctx.events, caller, cancel.trip_id, cancel.reason, cancel.if_version)
     return json_response(out)

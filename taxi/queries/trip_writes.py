@@ -12,14 +12,13 @@ import uuid
 from typing import NamedTuple
 
 from taxi import db as dbm
-from taxi.domain import CANCELED, OPEN, REQUESTED, STARTED
-from taxi.queries.trips import trip_id_text
+from taxi.domain import CANCELED, REQUESTED, STARTED
+from taxi.queries.trips import IS_OPEN, trip_id_text
 from taxi.queries.users import load_active
 from taxi.schemas import TripRequest
 
 _AUTHOR_ACTIVE = "EXISTS (SELECT 1 FROM taxi_user a WHERE a.id = {p} AND a.is_active)"
 _RIDER_CLAIM = "({p} IS NULL OR rider_id = {p})"
-_OPEN = "status IN (" + ", ".join(f"'{s}'" for s in OPEN) + ")"
 # A rider's request is written only while the rider is active, holds fewer open trips than the limit, and has not
 # made a trip with this request id before. On SQLite the statement is atomic (a writing statement takes the write
 # lock before it reads); PostgreSQL runs it after locking the rider's row (see ``insert``).
@@ -27,12 +26,12 @@ _INSERT = dbm.SQL(
     "INSERT INTO taxi_trip (id, created, updated, pick_up_address, drop_off_address, status, rider_id, "
     "pick_up_lat, pick_up_lng, drop_off_lat, drop_off_lng, request_id) "
     "SELECT {p}, {p}, {p}, {p}, {p}, 'REQUESTED', {p}, {p}, {p}, {p}, {p}, {p} WHERE " + _AUTHOR_ACTIVE + " "
-    f"AND (SELECT count(*) FROM taxi_trip WHERE rider_id = {{p}} AND {_OPEN}) < {{p}} "
+    f"AND (SELECT count(*) FROM taxi_trip WHERE rider_id = {{p}} AND {IS_OPEN}) < {{p}} "
     "AND NOT EXISTS (SELECT 1 FROM taxi_trip WHERE rider_id = {p} AND request_id = {p})"
 )
 _LOCK_RIDER = dbm.SQL("SELECT id FROM taxi_user WHERE id = {p} FOR UPDATE")
 _BY_REQUEST = dbm.SQL("SELECT id FROM taxi_trip WHERE rider_id = {p} AND request_id = {p}")
-_OPEN_OF_RIDER = dbm.SQL(f"SELECT id FROM taxi_trip WHERE rider_id = {{p}} AND {_OPEN} ORDER BY created DESC LIMIT 1")
+_OPEN_OF_RIDER = dbm.SQL(f"SELECT id FROM taxi_trip WHERE rider_id = {{p}} AND {IS_OPEN} ORDER BY created DESC LIMIT 1")
 _ACCEPT = dbm.SQL(
     f"UPDATE taxi_trip SET status = '{STARTED}', driver_id = {{p}}, updated = {{p}}, version = version + 1 "
     f"WHERE id = {{p}} AND status = 'REQUESTED' AND driver_id IS NULL AND {_RIDER_CLAIM} AND {_AUTHOR_ACTIVE}"
@@ -100,10 +99,10 @@ async def insert(
         written = await dbm.execute(_INSERT, values)
     if written == 1:
         return Inserted(True)
-    if request is not None and (rows := await dbm.fetch_all(_BY_REQUEST, (rider_id, request))):
-        return Inserted(False, existing=trip_id_text(rows[0][0]))
     if await load_active(rider_id) is None:
         return None
+    if request is not None and (rows := await dbm.fetch_all(_BY_REQUEST, (rider_id, request))):
+        return Inserted(False, existing=trip_id_text(rows[0][0]))
     rows = await dbm.fetch_all(_OPEN_OF_RIDER, (rider_id,))
     # No open trip any more (one ended just now): the caller may simply try again.
     return Inserted(False, open_trip=trip_id_text(rows[0][0]) if rows else None)

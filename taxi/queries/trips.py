@@ -287,10 +287,10 @@ async def caller_and_trip(user_id: int, trip_id: uuid.UUID) -> tuple[UserRow, Tr
     return _caller_and_trip(rows[0]) if rows else None
 
 
-_OPEN = "status IN (" + ", ".join(f"'{s}'" for s in OPEN) + ")"
+IS_OPEN = "status IN (" + ", ".join(f"'{s}'" for s in OPEN) + ")"  # SQL: the trip counts as open
 _OPEN_IDS = {
-    "rider": dbm.SQL(f"SELECT id FROM taxi_trip WHERE rider_id = {{p}} AND {_OPEN}"),
-    "driver": dbm.SQL(f"SELECT id FROM taxi_trip WHERE driver_id = {{p}} AND {_OPEN}"),
+    "rider": dbm.SQL(f"SELECT id FROM taxi_trip WHERE rider_id = {{p}} AND {IS_OPEN}"),
+    "driver": dbm.SQL(f"SELECT id FROM taxi_trip WHERE driver_id = {{p}} AND {IS_OPEN}"),
 }
 
 

@@ -157,6 +157,8 @@ class RedisBroker:
         for fut in self._wanted.values():
             if not fut.done():
                 fut.cancel()
+        if self._pubsub is not None and self._pubsub.connection is not None:
+            self._pubsub.connection.deregister_connect_callback(self._connected_again)
         for closeable in (self._pubsub, self._redis):
             if closeable is not None:
                 try:
@@ -238,9 +240,9 @@ class RedisBroker:
                 self._connection_lost(exc)
                 await asyncio.sleep(backoff.next())
                 continue
-            if self._down:
+            if self._down:  # the connection was made again on this read (and _connected_again has run)
+                self._down = False
                 backoff.reset()
-                self._reconnected()
             if message is not None:
                 self._dispatch(message)
 
@@ -252,7 +254,6 @@ class RedisBroker:
     def _reconnected(self) -> None:
         """redis-py resubscribed what it had: ask again for what failed while Redis was away, and drop what it
         resubscribed although its last member left meanwhile (that UNSUBSCRIBE was lost)."""
-        self._down = False
         self._meter.broker_reconnected()
         for channel in [channel for channel, fut in self._wanted.items() if _failed(fut)]:
             self._ask(channel)
@@ -267,7 +268,7 @@ class RedisBroker:
         called before this one). It may do so inside a read that never failed for us, when Redis came back at
         once: this is the one place that hears of every reconnection. Whatever was published while the
         connection was down never came, so the members are told (``on_reconnect``)."""
-        log.warning("redis pub/sub connection made again: events published meanwhile were missed")
+        self._reconnected()
         if self.on_reconnect is not None:
             try:
                 self.on_reconnect()

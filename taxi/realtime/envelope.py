@@ -5,7 +5,8 @@ session not to deliver to (it was answered directly; ``-`` for none); then optio
 ``end`` (the group's last event), ``v2`` (only sockets of protocol version 2), ``only=<ids>`` (only the sockets
 of these users), ``skip=<ids>`` (not those of these users), ``latest=<key>`` (a frame that supersedes the
 previous one of the same key: a socket that is behind gets the newest, not a backlog), ``seq=<key>:<n>`` (the
-frame is number n of a sequence: a socket that already has n or later of that key does not get it).
+frame is number n of a sequence: a socket that already has n or later of that key does not get it), ``leave=<ids>``
+(once delivered, the sockets of these users leave the group on every worker).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ class Envelope(NamedTuple):
     skip: frozenset[int] = frozenset()
     latest: str | None = None
     seq: tuple[str, int] | None = None  # (key, number): e.g. a trip's id and version
+    leave: frozenset[int] = frozenset()  # users whose sockets leave the group once it is delivered
 
 
 def _ids(values: frozenset[int]) -> str:
@@ -42,6 +44,7 @@ def wrap(
     skip: frozenset[int] = frozenset(),
     latest: str | None = None,
     seq: tuple[str, int] | None = None,
+    leave: frozenset[int] = frozenset(),
 ) -> str:
     words = [exclude or NO_ORIGIN]
     if end:
@@ -56,6 +59,8 @@ def wrap(
         words.append(f"latest={latest}")
     if seq is not None:
         words.append(f"seq={seq[0]}:{seq[1]}")
+    if leave:
+        words.append(f"leave={_ids(leave)}")
     return " ".join(words) + "\n" + frame
 
 
@@ -69,7 +74,7 @@ def unwrap(payload: str) -> Envelope:
             fields["end"] = True
         elif name == V2:
             fields["min_version"] = 2
-        elif name in ("only", "skip"):
+        elif name in ("only", "skip", "leave"):
             fields[name] = frozenset(int(v) for v in value.split(",") if v)
         elif name == "latest":
             fields["latest"] = value

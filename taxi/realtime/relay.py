@@ -29,6 +29,8 @@ class Relay:
         self.broker.on_reconnect = self.reconnected
         self.sessions: set[Session] = set()  # every open socket of this worker, in groups or not
         self.resync = resync  # the frame that tells a version 2 socket it may have missed events
+        # Told of each socket an envelope took out of a group (the group ended, or its user is no longer part).
+        self.on_leave: Callable[[Session, str], object] | None = None
 
     def reconnected(self) -> int:
         """The broker's subscriptions are back after an outage: events published meanwhile never came, so every
@@ -81,12 +83,14 @@ class Relay:
         skip: frozenset[int] = frozenset(),
         latest: str | None = None,
         seq: tuple[str, int] | None = None,
+        leave: frozenset[int] = frozenset(),
     ) -> None:
         """Broadcast one serialized frame to the members of ``group`` on every worker (but ``exclude``).
 
         ``end``: this is the group's last event; every worker drops the group once it has delivered it.
         ``min_version``, ``only``, ``skip`` narrow who gets it; ``latest`` makes it supersede the previous frame
-        of that key (see ``Session.offer_latest``); ``seq`` numbers it in a sequence (see ``Session.offer``).
+        of that key (see ``Session.offer_latest``); ``seq`` numbers it in a sequence (see ``Session.offer``);
+        ``leave``: the sockets of these users leave the group once it is delivered.
         """
         payload = wrap(
             text,
@@ -97,6 +101,7 @@ class Relay:
             skip=skip,
             latest=latest,
             seq=seq,
+            leave=leave,
         )
         try:
             await self.broker.publish(group, payload)
@@ -106,11 +111,15 @@ class Relay:
         self.meter.published()
 
     def deliver(self, group: str, payload: str) -> int:
-        """What the broker brings in: hand it to the local members, and forget a group that has ended."""
+        """What the broker brings in: hand it to the local members, then take out of the group those the envelope
+        says leave it (everyone when the group has ended), telling ``on_leave``."""
         envelope = unwrap(payload)
         count = self.hub.deliver(group, envelope)
         self.meter.delivered(count)
-        if envelope.end:
+        if envelope.end or envelope.leave:
             for session in list(self.hub.members.get(group, ())):
-                self.leave(session, group)
+                if envelope.end or session.user in envelope.leave:
+                    self.leave(session, group)
+                    if self.on_leave is not None:
+                        self.on_leave(session, group)
         return count

@@ -19,7 +19,7 @@ from taxi.realtime.meter import NO_METER, Meter
 log = logging.getLogger("taxi.realtime")
 
 TOO_SLOW = 1013
-SEEN_KEYS = 512  # sequence keys remembered per socket: a driver hears many requests over a long session
+SEEN_KEYS = 128  # sequence keys remembered per socket (out-of-order frames arrive within milliseconds of each other)
 _CLOSE = "\x00close"  # queue sentinel (a real frame is JSON and never looks like this)
 
 
@@ -34,6 +34,7 @@ class Session:
     __slots__ = (
         "_abort",
         "_closing",
+        "_hold",
         "_latest",
         "_meter",
         "_queue",
@@ -74,6 +75,7 @@ class Session:
         self._queue: collections.deque[str] | None = None  # made on first use: most sockets never queue
         self._latest: dict[str, str] | None = None
         self._seen: dict[str, int] | None = None  # the highest number offered per sequence key (see ``offer``)
+        self._hold = 0  # while > 0, keys are kept for every number, up to SEEN_KEYS + this many
         self._writer: asyncio.Task[None] | None = None
         self._started = False
         self._closing: tuple[int, str] | None = None
@@ -115,17 +117,39 @@ class Session:
         return True
 
     def advance(self, key: str, number: int) -> bool:
-        """Note that the client has (or is being sent) ``number`` of ``key``; False if it had that or later."""
+        """Note that the client has (or is being sent) ``number`` of ``key``; False if it had that or later.
+
+        Only numbers from 2 are remembered, unless ``hold`` is on: a first number can come once only (a sequence
+        starts with it, and a later number is published after it, in order), except as part of a snapshot sent
+        while holding. So a driver hearing request after request remembers none of them.
+        """
         seen = self._seen
+        if seen is not None and seen.get(key, 0) >= number:
+            return False
+        if number < 2 and not self._hold:
+            return True
         if seen is None:
             seen = self._seen = {}
-        if seen.get(key, 0) >= number:
-            return False
         seen.pop(key, None)  # re-inserted last: the oldest keys are forgotten first
         seen[key] = number
-        if len(seen) > SEEN_KEYS:
+        while len(seen) > SEEN_KEYS + self._hold:
             del seen[next(iter(seen))]
         return True
+
+    def seen(self, key: str) -> int:
+        """The highest number of ``key`` this socket was offered (0 if none is remembered)."""
+        return self._seen.get(key, 0) if self._seen else 0
+
+    def hold(self, keys: int) -> None:
+        """Remember every number, and up to ``keys`` more keys, until ``release``: a snapshot of many sequences is
+        being sent while live frames of the same sequences may still be on their way."""
+        self._hold += keys
+
+    def release(self, keys: int) -> None:
+        self._hold = max(0, self._hold - keys)
+        seen = self._seen
+        while seen and len(seen) > SEEN_KEYS + self._hold:
+            del seen[next(iter(seen))]
 
     def offer_latest(self, key: str, text: str) -> bool:
         """Send ``text`` unless a newer frame of the same ``key`` comes before it can be written. Never blocks,

@@ -83,7 +83,7 @@ class Presence:
 
     async def available(self, driver: int) -> bool:
         """Not switched off and not driving a trip (a fresh position is the search's business, not this)."""
-        return driver not in await self.store.switched_off() and not await q.busy_drivers([driver])
+        return not await self.store.is_off(driver) and not await q.busy_drivers([driver])
 
     async def audience(self, pick_up: Point | None) -> Audience:
         """Who hears a new request: the available drivers near its pick-up, or every driver not busy or off."""

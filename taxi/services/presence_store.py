@@ -80,6 +80,8 @@ class PresenceStore(Protocol):
 
     async def switched_off(self) -> set[int]: ...
 
+    async def is_off(self, driver: int) -> bool: ...
+
     async def remember_sent(self, trip_id: str, drivers: Iterable[int]) -> None: ...
 
     async def take_sent(self, trip_id: str) -> set[int]:
@@ -135,6 +137,9 @@ class LocalPresenceStore:
 
     async def switched_off(self) -> set[int]:
         return set(self._off)
+
+    async def is_off(self, driver: int) -> bool:
+        return driver in self._off
 
     async def remember_sent(self, trip_id: str, drivers: Iterable[int]) -> None:
         self._sent.setdefault(trip_id, set()).update(drivers)
@@ -235,6 +240,12 @@ class RedisPresenceStore:
     async def switched_off(self) -> set[int]:
         try:
             return {int(m) for m in await self._redis.smembers(self._off)}
+        except RedisError as exc:
+            raise BrokerUnavailable(f"presence: {exc!r}") from exc
+
+    async def is_off(self, driver: int) -> bool:
+        try:
+            return bool(await self._redis.sismember(self._off, str(driver)))
         except RedisError as exc:
             raise BrokerUnavailable(f"presence: {exc!r}") from exc
 

@@ -24,8 +24,11 @@ log = logging.getLogger("taxi.socket")
 DRIVERS = "drivers"
 
 
+_TRIP_PREFIX = "trip:"
+
+
 def trip_group(trip_id: str) -> str:
-    return f"trip:{trip_id}"
+    return _TRIP_PREFIX + trip_id
 
 
 @dataclass(frozen=True)
@@ -76,12 +79,19 @@ class Publisher(Protocol[M_contra]):
         skip: frozenset[int] = frozenset(),
         latest: str | None = None,
         seq: tuple[str, int] | None = None,
+        leave: frozenset[int] = frozenset(),
     ) -> None:
         """Send ``text`` to the members of ``group`` but ``exclude``; ``end``: the group's last event.
 
         Narrowed to sockets of at least ``min_version``, of the users ``only`` (when given) and not ``skip``;
         ``latest``: the frame supersedes an unsent one of the same key; ``seq``: (key, number) of a frame in a
-        sequence, dropped for a socket that has that number or a later one."""
+        sequence, dropped for a socket that has that number or a later one; ``leave``: once delivered, the sockets
+        of these users leave the group."""
+
+
+def trip_of(group: str) -> str | None:
+    """The trip id of a trip's group, None for any other group."""
+    return group[len(_TRIP_PREFIX) :] if group.startswith(_TRIP_PREFIX) else None
 
 
 def groups_on_connect(role: str, open_trip_ids: list[str]) -> list[str]:
@@ -122,17 +132,23 @@ class TripEvents(Generic[M]):
         await self.changed(member, trip, drivers=reached if trip["status"] == STARTED else NO_DRIVER)
 
     async def changed(
-        self, member: M | None, trip: dict[str, Any], *, drivers: Audience | None = NO_DRIVER, left: bool = False
+        self,
+        member: M | None,
+        trip: dict[str, Any],
+        *,
+        drivers: Audience | None = NO_DRIVER,
+        leaving: int | None = None,
     ) -> None:
         """``member`` changed a trip: everyone in its group hears the trip as it is now, and so do ``drivers``.
 
-        A trip in a final status ends its group on every worker; ``left``: the author is no longer part of the
-        trip (a driver who handed it back) and leaves the group here.
+        A trip in a final status ends its group on every worker; the sockets of ``leaving`` (a driver who handed
+        the trip back) leave it on every worker.
         """
         end = trip["status"] in FINAL  # nothing more happens to it: every worker drops its group once delivered
-        await self._deliver(member, trip, drivers=drivers, end=end, what="The trip was updated")
-        if member is not None and (end or left):
-            self.publisher.leave(member, trip_group(trip["id"]))
+        gone = frozenset() if leaving is None else frozenset({leaving})
+        await self._deliver(member, trip, drivers=drivers, end=end, leave=gone, what="The trip was updated")
+        if member is not None and (end or gone):
+            self.publisher.leave(member, trip_group(trip["id"]))  # at once here, even if the broker is away
 
     async def follow(self, member: M, trip_ids: list[str]) -> None:
         """Join the groups of these trips (a socket catching up on trips opened elsewhere meanwhile)."""
@@ -149,7 +165,14 @@ class TripEvents(Generic[M]):
         )
 
     async def _deliver(
-        self, member: M | None, trip: dict[str, Any], *, drivers: Audience | None, what: str, end: bool = False
+        self,
+        member: M | None,
+        trip: dict[str, Any],
+        *,
+        drivers: Audience | None,
+        what: str,
+        end: bool = False,
+        leave: frozenset[int] = frozenset(),
     ) -> None:
         """The change is committed: join its group, answer the author, then tell everyone else once.
 
@@ -164,7 +187,7 @@ class TripEvents(Generic[M]):
                 await self.publisher.join(member, group)
                 member.offer(text, seq)
                 replied = True
-            await self.publisher.publish(group, text, exclude=member, end=end, seq=seq)
+            await self.publisher.publish(group, text, exclude=member, end=end, seq=seq, leave=leave)
             if drivers is None:
                 raise BrokerUnavailable("the drivers near the pick-up could not be found")
             if not drivers.nobody:

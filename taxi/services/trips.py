@@ -74,6 +74,12 @@ def trip_out(trip: TripRow, public_url: str | None, driver_location: Fix | None 
     }
 
 
+def _what_became_of(trip: dict[str, Any]) -> dict[str, Any]:
+    """A trip as every driver saw it when it was a request, with its status now: who rides, who drives and where
+    the car is are not for them."""
+    return {**trip, "rider": None, "driver": None, "driver_location": None, "cancel_reason": None}
+
+
 def can_see(caller: Caller, trip: TripRow) -> bool:
     """Riders see their own trips; drivers see every open request and the trips they drive."""
     if caller.group == RIDER:
@@ -137,6 +143,14 @@ class Trips:
 
     def out(self, trip: TripRow, driver_location: Fix | None = None) -> dict[str, Any]:
         return trip_out(trip, self.public_url, driver_location)
+
+    async def out_for(self, caller: Caller, trips: list[TripRow]) -> list[dict[str, Any]]:
+        """``out_many``, but a trip the caller may no longer see (a request another driver took, or one since
+        cancelled) only says what became of it: the request as drivers saw it, its status and version now, and
+        null rider, driver, driver location and reason."""
+        visible = [t for t in trips if can_see(caller, t)]
+        gone = [t for t in trips if not can_see(caller, t)]
+        return await self.out_many(visible) + [_what_became_of(self.out(t)) for t in gone]
 
     async def out_live(self, trip: TripRow) -> dict[str, Any]:
         """``out`` with the driver's current position when the trip is active."""
@@ -255,12 +269,14 @@ class Trips:
         await active_user(caller.id)
         raise cancel_refusal(caller, trip, if_version)
 
-    async def resume_state(self, caller: Caller, listed: dict[uuid.UUID, int], limit: int) -> list[TripRow]:
-        """What a reconnecting client may lack: the listed trips (all of them, the client compares versions),
-        the caller's open trips, and for an available driver the requests it could accept now (at most ``limit``).
-        """
+    async def resume_state(
+        self, caller: Caller, listed: dict[uuid.UUID, int], open_ids: list[str], limit: int
+    ) -> list[TripRow]:
+        """What a reconnecting client may lack: the listed trips (a rider's own; for a driver any, see ``out_for``),
+        the caller's open trips (``open_ids``), and for an available driver the requests it could accept now (at
+        most ``limit``)."""
         found = {t.id: t for t in await q.get_many(list(listed)) if caller.group == DRIVER or t.rider_id == caller.id}
-        for trip in await q.get_many([uuid.UUID(t) for t in await q.open_ids(caller.id, caller.group)]):
+        for trip in await q.get_many([uuid.UUID(t) for t in open_ids]):
             found.setdefault(trip.id, trip)
         if caller.group == DRIVER and self.presence is not None and await self.presence.available(caller.id):
             reach = await self.reach(caller.id, caller.group)

@@ -358,6 +358,8 @@ def test_resume_sends_listed_trips_that_ended_or_were_taken(live, sql):
         (done, "COMPLETED", 4),
         (taken, "STARTED", 2),
     }
+    # Not this driver's trips: what became of them, not who rides or drives or where the car is.
+    assert all(m["data"]["rider"] is m["data"]["driver"] is m["data"]["driver_location"] is None for m in got)
 
 
 def test_a_resuming_driver_gets_the_requests_it_could_accept_unless_busy(live, sql):
@@ -408,3 +410,35 @@ def test_resume_input_is_checked(live):
     assert [a["data"].get("code") for a in answers[:3]] == ["invalid", "invalid", "invalid"]
     assert answers[3] == {"type": "resume.done", "data": {"sent": 0}}
     assert answers[4]["data"]["code"] == "unknown_type"
+
+
+def test_a_driver_who_hands_back_over_http_hears_no_more_of_the_trip(live):
+    rider = live.account("rider@example.com")
+    first, second = (live.account(f"{n}@example.com", "driver") for n in ("first", "second"))
+
+    async def scenario():
+        r = await connect(live.base, rider["access"], protocol=2)
+        d1 = await connect(live.base, first["access"], protocol=2)
+        d2 = await connect(live.base, second["access"], protocol=2)
+        trip = (await ask(r, "create.trip", trip_request()))["data"]
+        await recv(d1)
+        await recv(d2)
+        await ask(d1, "update.trip", step(trip, "STARTED"))
+        await recv(d2)
+        await recv(r)
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{live.client.port}") as http:
+            resp = await http.post(f"/api/trip/{trip['id']}/cancel/", headers=bearer(first["access"]))
+        assert resp.status_code == 200 and resp.json()["status"] == "REQUESTED"
+        assert (await recv(d1))["data"]["version"] == 3  # its own socket hears the hand-back, once
+        assert (await recv(d2))["data"]["version"] == 3 and (await recv(r))["data"]["version"] == 3
+        taken = await ask(d2, "update.trip", step(trip, "STARTED"))
+        assert await recv(d1) == taken  # the taken notice, as to any driver who held the request
+        await ask(d2, "update.trip", step(trip, "IN_PROGRESS"))
+        await send(d1, "update.location", {"lat": 52.5, "lng": 13.4})
+        assert (await recv(r))["data"]["status"] == "STARTED" and (await recv(r))["data"]["status"] == "IN_PROGRESS"
+        assert await silent(d1)  # no longer in the trip's group: nothing of the new driver's trip
+        assert await silent(r)  # and the old driver's positions do not reach the rider
+        for ws in (r, d1, d2):
+            await ws.close()
+
+    live.run(scenario())

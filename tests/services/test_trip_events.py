@@ -49,6 +49,7 @@ class FakePublisher:
         skip: frozenset[int] = frozenset(),
         latest: str | None = None,
         seq: tuple[str, int] | None = None,
+        leave: frozenset[int] = frozenset(),
     ) -> None:
         if self.down:
             raise BrokerUnavailable("down")

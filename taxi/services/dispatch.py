@@ -1,5 +1,8 @@
-"""Cancelling a trip, the same over the WebSocket and HTTP: the rule is the trip service's, who hears of it is here.
+"""Who hears of a request: when it is made, when it is made again after a hand-back, and when it is cancelled.
+Cancelling works the same over the WebSocket and HTTP: the rule is the trip service's, who hears of it is here.
 
+A request reaches the drivers of its audience (nearby dispatch, see ``Presence.audience``); when it names a place
+the drivers it was sent to are remembered, since they (and only they) must hear when it is taken or gone.
 A rider's cancellation ends the trip: its group hears it (the driver, if any), and so do the drivers a request
 that was never accepted had reached. A driver handing back an accepted trip makes it a request again: it goes to
 the drivers available near its pick-up now, as a new request does, but not to the driver who gave it up.
@@ -11,7 +14,7 @@ import logging
 import uuid
 from typing import Any
 
-from taxi.domain import CANCELED
+from taxi.domain import REQUESTED, RIDER
 from taxi.errors import BrokerUnavailable
 from taxi.queries.trips import TripRow
 from taxi.services.accounts import Caller
@@ -34,19 +37,23 @@ async def sent_to(presence: Presence, trip: TripRow) -> Audience:
         return NO_DRIVER
 
 
-async def dispatch_again(presence: Presence, trip: TripRow, without: int) -> Audience | None:
-    """The audience of a request made again (None if it cannot be worked out), remembered like a new one's."""
+async def dispatch(presence: Presence, trip: TripRow, without: int | None = None) -> Audience | None:
+    """The audience of a request (None if it cannot be worked out now), remembered when it is a list of drivers.
+
+    ``without``: a driver who just gave the trip up is not sent it, but is remembered: it still holds the trip as
+    a request and must hear when it is taken.
+    """
     try:
         audience = await presence.audience(trip.pick_up_location)
         if audience.only is None:
-            return Audience(skip=audience.skip | {without})
-        only = audience.only - {without}
-        # The driver who gave it up still holds it as a request: it must hear when it is taken.
-        await presence.store.remember_sent(trip.id, only | {without})
+            return audience if without is None else Audience(skip=audience.skip | {without})
+        gone = frozenset() if without is None else frozenset({without})
+        if audience.only | gone:
+            await presence.store.remember_sent(trip.id, audience.only | gone)
+        return Audience(only=audience.only - gone)
     except BrokerUnavailable as exc:
-        log.warning("trip %s handed back, but not dispatched again: %s", trip.id, exc)
+        log.warning("trip %s: no dispatch: %s", trip.id, exc)
         return None
-    return Audience(only=only)
 
 
 async def cancel(
@@ -65,10 +72,12 @@ async def cancel(
     trip = await trips.cancel(caller, trip_id, reason, if_version)
     out = await trips.out_live(trip)
     assert trips.presence is not None, "presence starts with the worker"
-    if trip.status == CANCELED:
+    if caller.group == RIDER:
         drivers = NO_DRIVER if trip.driver_id is not None else await sent_to(trips.presence, trip)
         await events.changed(member, out, drivers=drivers)
-    else:
-        again = await dispatch_again(trips.presence, trip, caller.id)
-        await events.changed(member, out, drivers=again, left=True)
+    elif trip.status == REQUESTED:
+        again = await dispatch(trips.presence, trip, without=caller.id)
+        await events.changed(member, out, drivers=again, leaving=caller.id)
+    else:  # handed back, and already taken again: its acceptance told the drivers; the group hears this too
+        await events.changed(member, out, leaving=caller.id)
     return out
