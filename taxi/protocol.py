@@ -28,6 +28,8 @@ UPDATE_AVAILABILITY = "update.availability"
 DRIVER_LOCATION = "driver.location"
 V2_SUBPROTOCOL = "taxi.v2"
 V2_TYPES = (UPDATE_LOCATION, UPDATE_AVAILABILITY)
+# Sent instead of processing a message over the socket's rate (TAXI_WS_MESSAGES_PER_S), on both versions.
+RATE_LIMITED = "rate_limited"
 
 
 class ProtocolError(Exception):

@@ -15,6 +15,7 @@ from sanic.config import Config
 
 from taxi.config import Settings
 from taxi.realtime import Relay, Session
+from taxi.realtime.pace import MessageLimit
 from taxi.security import TokenIssuer
 from taxi.services.accounts import Accounts
 from taxi.services.locations import Locations
@@ -40,6 +41,10 @@ class AppContext:
     presence: Presence = field(init=False)
     locations: Locations = field(init=False)
     redis: aioredis.Redis | None = field(init=False, default=None)
+    message_limit: MessageLimit = field(init=False)  # every socket's rate (TAXI_WS_MESSAGES_PER_S)
+
+    def __post_init__(self) -> None:
+        self.message_limit = MessageLimit(self.settings.ws_messages_per_s)
 
 
 TaxiApp = Sanic[Config, AppContext]

@@ -1,21 +1,25 @@
 """One socket's messages, handled in order: parse, apply the trip rules, answer, publish.
 
 Identity is the token's user; payload ids are only checked. Every failure becomes an ``error`` frame in the
-documented shape and the socket stays open, except for a user deactivated since connecting (closed, 1008).
+documented shape and the socket stays open, except for a user deactivated since connecting (closed, 1008) and a
+socket that floods (closed, 1008: see taxi/realtime/pace.py). Messages past the socket's rate are not processed.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+import time
 import uuid
 from collections.abc import Callable
+from typing import Any
 
 from taxi.domain import COMPLETED, STARTED
 from taxi.errors import APIError, AuthenticationFailed, BrokerUnavailable, ServiceUnavailable, ValidationFailed
 from taxi.protocol import (
     CREATE_TRIP,
     ECHO,
+    RATE_LIMITED,
     UPDATE_AVAILABILITY,
     UPDATE_LOCATION,
     UPDATE_TRIP,
@@ -31,6 +35,7 @@ from taxi.protocol import (
     parse_envelope,
 )
 from taxi.realtime import Session
+from taxi.realtime.pace import MessageLimit, Pace, Verdict
 from taxi.services.accounts import Caller
 from taxi.services.locations import Locations
 from taxi.services.presence import Presence
@@ -49,6 +54,10 @@ ROLE_CHECKS: dict[str, Callable[[Caller], None]] = {
 }
 
 
+class Flooded(Exception):
+    """The frame came from a socket closing for flooding: it gets no answer."""
+
+
 class Conversation:
     def __init__(
         self,
@@ -58,6 +67,7 @@ class Conversation:
         trips: Trips,
         presence: Presence,
         locations: Locations,
+        limit: MessageLimit | None = None,
     ) -> None:
         self.caller = caller
         self.session = session
@@ -65,16 +75,20 @@ class Conversation:
         self.trips = trips
         self.presence = presence
         self.locations = locations
+        self.limit = limit
+        self.pace: Pace | None = None  # made at the first message: an idle socket holds no rate state
 
     def reply(self, text: str) -> None:
         self.session.offer(text)
 
     async def handle(self, raw: str | bytes) -> None:
         try:
-            kind, data = parse_envelope(raw)
+            kind, data = self.admit(raw)
             if (check := ROLE_CHECKS.get(kind)) is not None:
                 check(self.caller)
             await self.apply(parse_command(kind, data, self.caller.id, self.session.version))
+        except Flooded:
+            pass  # the socket is being closed for flooding: nothing more is processed or answered
         except ProtocolError as exc:
             self.reply(error_frame(exc.code, exc.detail))
         except ValidationFailed as exc:
@@ -95,6 +109,40 @@ class Conversation:
             # Our bug, not the client's: say so, keep the socket, and log without the URL (it holds the token).
             log.exception("socket of user %d: a message failed unexpectedly", self.caller.id)
             self.reply(error_frame("internal_error", "The message could not be processed."))
+
+    def admit(self, raw: str | bytes) -> tuple[str, Any]:
+        """The envelope of a frame within the socket's message limit. ProtocolError (``rate_limited``) past the
+        rate; Flooded once the socket floods. Every frame counts, even one that is not a message."""
+        try:
+            kind, data = parse_envelope(raw)
+        except ProtocolError:
+            self.count(counted=True)
+            raise
+        self.count(counted=kind != UPDATE_LOCATION)  # fixes are coalesced: only a flood of them counts
+        return kind, data
+
+    def count(self, counted: bool) -> None:
+        if self.limit is None:
+            return
+        now = time.monotonic()
+        if self.pace is None:
+            self.pace = Pace(now)
+        verdict = self.limit.check(self.pace, now, counted)
+        if verdict is Verdict.ADMIT:
+            return
+        if verdict is Verdict.REFUSE:
+            wait = self.limit.retry_after(self.pace, now)
+            raise ProtocolError(
+                RATE_LIMITED,
+                f"Too many messages: at most {self.limit.per_second} a second (bursts of "
+                f"{2 * self.limit.per_second}); this one was not processed. Retry in {wait:.2f} s.",
+            )
+        if verdict is Verdict.CLOSE:
+            log.warning("socket of user %d closed: flooding past %d messages/s", self.caller.id, self.limit.flood)
+            detail = f"Over {self.limit.flood} messages a second for {self.limit.flood_seconds} s: closing."
+            self.reply(error_frame(RATE_LIMITED, detail))
+            self.session.close_when_sent(POLICY_VIOLATION, "message rate too high")
+        raise Flooded
 
     async def apply(self, command: Echo | CreateTrip | UpdateTrip | UpdateLocation | UpdateAvailability) -> None:
         if isinstance(command, Echo):

@@ -63,7 +63,9 @@ async def taxi_socket(request: TaxiRequest, ws: WebsocketImplProtocol) -> None:
         if driver:
             ctx.locations.connected(caller.id, open_trips)  # a driver's open trips are the ones it drives
         session.start()
-        conversation = Conversation(caller, session, ctx.events, ctx.trips, ctx.presence, ctx.locations)
+        conversation = Conversation(
+            caller, session, ctx.events, ctx.trips, ctx.presence, ctx.locations, ctx.message_limit
+        )
         while not session.closed:
             raw = await ws.recv()
             if raw is None:
