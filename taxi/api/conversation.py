@@ -14,15 +14,18 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+from taxi.api.socket_token import SocketToken
 from taxi.domain import COMPLETED, STARTED
 from taxi.errors import APIError, AuthenticationFailed, BrokerUnavailable, ServiceUnavailable, ValidationFailed
 from taxi.protocol import (
+    AUTHENTICATED,
     CREATE_TRIP,
     ECHO,
     RATE_LIMITED,
     UPDATE_AVAILABILITY,
     UPDATE_LOCATION,
     UPDATE_TRIP,
+    Authenticate,
     CreateTrip,
     Echo,
     ProtocolError,
@@ -68,6 +71,7 @@ class Conversation:
         presence: Presence,
         locations: Locations,
         limit: MessageLimit | None = None,
+        token: SocketToken | None = None,
     ) -> None:
         self.caller = caller
         self.session = session
@@ -77,6 +81,7 @@ class Conversation:
         self.locations = locations
         self.limit = limit
         self.pace: Pace | None = None  # made at the first message: an idle socket holds no rate state
+        self.token = token  # version 2 only: the access token the socket is held to
 
     def reply(self, text: str) -> None:
         self.session.offer(text)
@@ -144,7 +149,9 @@ class Conversation:
             self.session.close_when_sent(POLICY_VIOLATION, "message rate too high")
         raise Flooded
 
-    async def apply(self, command: Echo | CreateTrip | UpdateTrip | UpdateLocation | UpdateAvailability) -> None:
+    async def apply(
+        self, command: Echo | CreateTrip | UpdateTrip | UpdateLocation | UpdateAvailability | Authenticate
+    ) -> None:
         if isinstance(command, Echo):
             self.reply(frame(ECHO, command.data))
         elif isinstance(command, CreateTrip):
@@ -153,8 +160,16 @@ class Conversation:
             await self.update_trip(command)
         elif isinstance(command, UpdateLocation):
             self.locations.fix(self.caller.id, command.fix)  # no reply: a phone sends these every few seconds
+        elif isinstance(command, Authenticate):
+            await self.authenticate(command)
         else:
             await self.presence.switch(self.caller.id, command.available)
+
+    async def authenticate(self, command: Authenticate) -> None:
+        if self.token is None:  # parse_command admits it on version 2 only, where every socket has a token
+            raise ProtocolError("unknown_type", "authenticate is a message of protocol version 2.")
+        exp = await self.token.renew(command.token)
+        self.reply(frame(AUTHENTICATED, {"exp": exp}))
 
     async def create_trip(self, command: CreateTrip) -> None:
         trip_id = uuid.uuid4()
