@@ -5,7 +5,9 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -15,6 +17,7 @@ from sanic.config import Config
 
 from taxi.config import Settings
 from taxi.realtime import Relay, Session
+from taxi.realtime.meter import NO_METER, Meter
 from taxi.realtime.pace import MessageLimit
 from taxi.security import TokenIssuer
 from taxi.services.accounts import Accounts
@@ -41,6 +44,9 @@ class AppContext:
     presence: Presence = field(init=False)
     locations: Locations = field(init=False)
     redis: aioredis.Redis | None = field(init=False, default=None)
+    meter: Meter = field(init=False, default=NO_METER)  # the worker's metrics (Prometheus), or none
+    metrics_dir: Path | None = None  # where every worker's metric values are kept (TAXI_METRICS=1)
+    sampler: asyncio.Task[None] | None = field(init=False, default=None)  # the pool gauges' updater
     message_limit: MessageLimit = field(init=False)  # every socket's rate (TAXI_WS_MESSAGES_PER_S)
 
     def __post_init__(self) -> None:

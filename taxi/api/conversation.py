@@ -18,6 +18,7 @@ from taxi.api.socket_token import SocketToken
 from taxi.domain import COMPLETED, STARTED
 from taxi.errors import APIError, AuthenticationFailed, BrokerUnavailable, ServiceUnavailable, ValidationFailed
 from taxi.protocol import (
+    AUTHENTICATE,
     AUTHENTICATED,
     CREATE_TRIP,
     ECHO,
@@ -38,6 +39,7 @@ from taxi.protocol import (
     parse_envelope,
 )
 from taxi.realtime import Session
+from taxi.realtime.meter import NO_METER, Meter
 from taxi.realtime.pace import MessageLimit, Pace, Verdict
 from taxi.services.accounts import Caller
 from taxi.services.locations import Locations
@@ -48,6 +50,8 @@ from taxi.services.trips import Trips, require_driver, require_rider
 log = logging.getLogger("taxi.socket")
 
 POLICY_VIOLATION = 1008
+# Client message types counted by name in the metrics (others count as "other").
+CLIENT_TYPES = frozenset({ECHO, CREATE_TRIP, UPDATE_TRIP, UPDATE_LOCATION, UPDATE_AVAILABILITY, AUTHENTICATE})
 # Who may send which message: checked before the message is parsed, so a wrong role hears "forbidden" first.
 ROLE_CHECKS: dict[str, Callable[[Caller], None]] = {
     CREATE_TRIP: require_rider,
@@ -70,9 +74,12 @@ class Conversation:
         trips: Trips,
         presence: Presence,
         locations: Locations,
+        *,
+        meter: Meter = NO_METER,
         limit: MessageLimit | None = None,
         token: SocketToken | None = None,
     ) -> None:
+        self.meter = meter
         self.caller = caller
         self.session = session
         self.events = events
@@ -121,8 +128,10 @@ class Conversation:
         try:
             kind, data = parse_envelope(raw)
         except ProtocolError:
+            self.meter.frame_in("other")  # its type could not be read
             self.count(counted=True)
             raise
+        self.meter.frame_in(kind)
         self.count(counted=kind != UPDATE_LOCATION)  # fixes are coalesced: only a flood of them counts
         return kind, data
 

@@ -50,8 +50,9 @@ async def taxi_socket(request: TaxiRequest, ws: WebsocketImplProtocol) -> None:
     caller: Caller = request.ctx.caller
     ctx = request.app.ctx
     version = protocol_version(request, ws)
-    session = session_for(ws, ctx.settings.ws_queue_size, f"user {caller.id}", caller.id, version)
+    session = session_for(ws, ctx.settings.ws_queue_size, f"user {caller.id}", caller.id, version, ctx.meter)
     ctx.relay.open(session)
+    ctx.meter.socket_opened(version)
     driver = caller.group == DRIVER
     token = SocketToken(request, caller.id, session) if version >= 2 else None
     try:
@@ -69,7 +70,15 @@ async def taxi_socket(request: TaxiRequest, ws: WebsocketImplProtocol) -> None:
             ctx.locations.connected(caller.id, open_trips)  # a driver's open trips are the ones it drives
         session.start()
         conversation = Conversation(
-            caller, session, ctx.events, ctx.trips, ctx.presence, ctx.locations, ctx.message_limit, token
+            caller,
+            session,
+            ctx.events,
+            ctx.trips,
+            ctx.presence,
+            ctx.locations,
+            meter=ctx.meter,
+            limit=ctx.message_limit,
+            token=token,
         )
         while not session.closed:
             raw = await ws.recv()
@@ -80,6 +89,7 @@ async def taxi_socket(request: TaxiRequest, ws: WebsocketImplProtocol) -> None:
         # The task is cancelled when the client goes away: cleanup must not await.
         ctx.relay.leave_all(session)
         session.stop()
+        ctx.meter.socket_closed(version)
         if token is not None:
             token.release()
         if driver:
