@@ -10,14 +10,13 @@ from collections.abc import Iterator
 from typing import Any
 
 import websockets
-from sanic_testing.reusable import ReusableClient
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
 from taxi.app import create_app
 from taxi.config import Settings
-from taxiload.harness import TIMEOUT_SCALE, free_port
-from tests.support import bearer, log_in, sign_up
+from taxiload.harness import TIMEOUT_SCALE
+from tests.support import bearer, log_in, serving_app, sign_up
 
 WAIT = 5 * TIMEOUT_SCALE
 
@@ -99,7 +98,7 @@ class Live:
 def serving(settings: Settings) -> Iterator[Live]:
     """A test server of its own for ``settings`` (when a test needs settings the shared fixtures do not have)."""
     app = create_app(settings, name=f"taxi_{secrets.token_hex(4)}")
-    with ReusableClient(app, port=free_port()) as client:
+    with serving_app(app) as client:
         yield Live(client)
 
 
