@@ -39,8 +39,14 @@ CANCEL_TRIP = "cancel.trip"
 RESUME = "resume"
 RESUME_DONE = "resume.done"
 RESUME_REQUIRED = "resume.required"
+# A version 2 socket is held to its access token: it renews it with AUTHENTICATE (answered AUTHENTICATED with the new
+# expiry, or an ``unauthorized`` error), else it is closed with 4001 when the token expires.
+AUTHENTICATE = "authenticate"
+AUTHENTICATED = "authenticated"
 V2_SUBPROTOCOL = "taxi.v2"
-V2_TYPES = (UPDATE_LOCATION, UPDATE_AVAILABILITY, CANCEL_TRIP, RESUME)
+V2_TYPES = (UPDATE_LOCATION, UPDATE_AVAILABILITY, CANCEL_TRIP, RESUME, AUTHENTICATE)
+# Sent instead of processing a message over the socket's rate (TAXI_WS_MESSAGES_PER_S), on both versions.
+RATE_LIMITED = "rate_limited"
 
 
 class ProtocolError(Exception):
@@ -89,7 +95,12 @@ class Resume:
     seen: dict[uuid.UUID, int]  # trip id -> the last version the client has
 
 
-Command = Echo | CreateTrip | UpdateTrip | UpdateLocation | UpdateAvailability | CancelTrip | Resume
+@dataclass(frozen=True)
+class Authenticate:
+    token: str
+
+
+Command = Echo | CreateTrip | UpdateTrip | UpdateLocation | UpdateAvailability | CancelTrip | Resume | Authenticate
 
 
 def frame(kind: str, data: Any) -> str:
@@ -163,6 +174,11 @@ def _parse_v2(kind: str, body: dict[str, Any]) -> Command:
         return CancelTrip(parse_cancel(body, body.get("id")))
     if kind == RESUME:
         return Resume(parse_resume(body))
+    if kind == AUTHENTICATE:
+        token = body.get("token")
+        if not isinstance(token, str):
+            raise ValidationFailed.field("token", f"Expected an access token (a string), got {type(token).__name__}.")
+        return Authenticate(token)
     available = body.get("available")
     if not isinstance(available, bool):
         raise ValidationFailed.field("available", f"Expected true or false, got {type(available).__name__}.")
