@@ -21,9 +21,11 @@ from taxi.errors import APIError, AuthenticationFailed, BrokerUnavailable, Servi
 from taxi.protocol import (
     AUTHENTICATE,
     AUTHENTICATED,
+    CANCEL_TRIP,
     CREATE_TRIP,
     ECHO,
     RATE_LIMITED,
+    RESUME,
     RESUME_DONE,
     UPDATE_AVAILABILITY,
     UPDATE_LOCATION,
