@@ -223,7 +223,8 @@ def _utc(value) -> datetime:
 
 
 def test_after_any_pattern_of_disconnects_each_view_equals_the_servers(pg_database_url, tmp_path):
-    env = env_for(pg_database_url, tmp_path) | {"TAXI_MAX_OPEN_TRIPS_PER_RIDER": "1"}
+    # The open-trip limit at its default; the message rate lifted (a step sends a command and an echo at once).
+    env = env_for(pg_database_url, tmp_path) | {"TAXI_MAX_OPEN_TRIPS_PER_RIDER": "1", "TAXI_WS_MESSAGES_PER_S": "1000"}
     with ServerProcess(env, workers=2) as server:
         users = {
             "riders": [account(server.url, f"rider{n}@example.com", "rider") for n in range(RIDERS)],
