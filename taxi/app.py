@@ -15,7 +15,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from sanic import Sanic
 from sanic_ext import openapi
 
-from taxi import __version__, logs
+from taxi import __version__, logs, supervise
 from taxi import db as dbm
 from taxi import metrics as metricsm
 from taxi.api import auth, connection, drivers, health, media, observe, socket, trips
@@ -66,6 +66,9 @@ def create_app(settings: Settings | object | None = None, name: str = "taxi") ->
     add_response_headers(app, cors=bool(settings.cors_origins))
 
     observe.install(app, _measure(app) if settings.metrics else None, settings.access_log)
+    supervise.protect_sync_manager()  # in the main process
+    supervise.protect_worker_stop()  # in each worker
+    app.register_listener(_supervise, "main_process_ready")
     app.register_listener(_check_deployment, "main_process_start")
     app.register_listener(connection.install, "main_process_start")  # slow-client limits, bad request lines
     app.register_listener(_open_worker, "before_server_start")
@@ -121,6 +124,7 @@ def _configure(app: TaxiApp, settings: Settings) -> None:
     config.WEBSOCKET_MAX_SIZE = settings.ws_max_frame
     config.NOISY_EXCEPTIONS = False
     config.ACCESS_LOG = False
+    config.GRACEFUL_SHUTDOWN_TIMEOUT = settings.shutdown_timeout  # then open connections are dropped
     config.PROXIES_COUNT = settings.proxies_count  # behind a load balancer: trust its X-Forwarded-For
     if settings.cors_origins:
         config.CORS_ORIGINS = list(settings.cors_origins)
@@ -137,6 +141,11 @@ def _configure(app: TaxiApp, settings: Settings) -> None:
         description="Ride-sharing API: accounts, trips and photos over REST; trip events over the /taxi/ WebSocket.",
     )
     app.ext.openapi.add_security_scheme("token", "http", scheme="bearer", bearer_format="JWT")
+
+
+async def _supervise(app: TaxiApp) -> None:
+    """In the main process, once the worker manager exists: replace dead workers, and bound every stop."""
+    supervise.install(app, grace=app.ctx.settings.shutdown_timeout + 1)
 
 
 async def _check_deployment(app: TaxiApp) -> None:

@@ -268,6 +268,14 @@ class Settings:
         shown="`0`",
     )
 
+    shutdown_timeout: int = setting(
+        3,
+        "TAXI_SHUTDOWN_TIMEOUT",
+        "seconds a stopping worker lets requests in flight finish; a worker still running 1 s after that is killed",
+        low=1,
+        high=60,
+    )
+
     @property
     def max_request_bytes(self) -> int:
         # A sign-up is a photo plus a few short fields; leave room for the multipart framing.

@@ -53,6 +53,8 @@ async def taxi_socket(request: TaxiRequest, ws: WebsocketImplProtocol) -> None:
     ctx.meter.socket_opened(version)
     driver = caller.group == DRIVER
     try:
+        if session.closed:  # the worker is stopping: closed with 1001 already
+            return
         try:
             open_trips = await ctx.trips.open_trip_ids(caller)
             await ctx.events.connected(session, caller.group, open_trips)
