@@ -8,10 +8,22 @@ as soon as they start), instead of a KeyboardInterrupt traceback or death by SIG
 
 from __future__ import annotations
 
-import argparse
 import os
 import signal
 import sys
+from types import FrameType
+
+_early: list[int] = []  # stop signals that came before taxi.supervise was imported
+
+
+def _record(signum: int, _frame: FrameType | None) -> None:
+    _early.append(signum)
+
+
+def take_signals() -> None:
+    """Note SIGINT and SIGTERM from now on (standard library only: nothing heavy is imported first)."""
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, _record)
 
 
 def serve(
@@ -26,10 +38,13 @@ def serve(
 
     ``backlog`` is the listen queue: Sanic's default of 100 overflows in a burst of connecting phones.
     """
+    take_signals()
     from taxi import supervise  # light: it imports Sanic only when used
 
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, supervise.record_early_stop)
+    if _early:
+        supervise.EARLY.signum = _early[-1]
 
     from sanic import Sanic
     from sanic.worker.loader import AppLoader
@@ -49,6 +64,9 @@ def serve(
 
 
 def main(argv: list[str] | None = None) -> int:
+    take_signals()
+    import argparse
+
     parser = argparse.ArgumentParser(prog="python -m taxi.launch", description=__doc__)
     parser.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))

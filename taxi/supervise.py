@@ -56,12 +56,13 @@ class Supervisor:
         self.grace = grace  # how long workers get to stop before they are killed
         self.started = False
         self.stopping = False
+        self.requested: int | None = None  # a signal to act on at the next safe point
         self._restarted: dict[str, float] = {}
 
     def attach(self) -> None:
         manager = self.manager
         manager.start = self._wrap_after(manager.start, self._after_start)
-        manager._sync_states = self._wrap_after(manager._sync_states, self._replace_dead)
+        manager._sync_states = self._wrap_after(manager._sync_states, self._between_polls)
         manager.wait_for_ack = self._wait_for_ack
         for signum in _STOP_SIGNALS:
             signal.signal(signum, self._on_signal)
@@ -80,10 +81,21 @@ class Supervisor:
             self.stop(EARLY.signum)
 
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
+        """Only note it: the handler runs wherever the main thread is, possibly half-way through a request to the
+        shared state, and a second request from here would garble that connection. The monitor loop acts on it
+        within 0.1 s (``_between_polls``, ``_wait_for_ack``)."""
         if not self.started:
             EARLY.signum = signum  # no worker to stop yet: done right after they start
-            return
-        self.stop(signum)
+        elif self.requested is None:
+            self.requested = signum
+
+    def _act_on_signal(self) -> None:
+        if self.requested is not None and not self.stopping:
+            self.stop(self.requested)
+
+    def _between_polls(self) -> None:
+        self._act_on_signal()
+        self._replace_dead()
 
     def stop(self, signum: int) -> None:
         """Stop every worker once; a later signal changes nothing (the deadline already guarantees the end)."""
@@ -151,6 +163,7 @@ class Supervisor:
         manager = self.manager
         misses = 0
         while not manager._all_workers_ack():
+            self._act_on_signal()
             if manager._shutting_down or self.stopping:
                 return
             if manager.monitor_subscriber.poll(0.1):

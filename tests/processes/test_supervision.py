@@ -57,7 +57,7 @@ def _cycles(env, workers, token, seed):
         (signum, target, rng.uniform(*window))
         for signum in (signal.SIGINT, signal.SIGTERM)
         for target in ("main", "group")
-        for window in ((0.2, 1.2), (1.5, 4.0))
+        for window in ((0.5, 1.5), (1.5, 4.0))
     ]
     with ThreadPoolExecutor(4) as pool:
         return list(pool.map(lambda p: run_cycle(env, workers, p[0], p[1], p[2], token=token), plan))
