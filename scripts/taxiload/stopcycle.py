@@ -90,8 +90,12 @@ def run_cycle(
     delay: float,
     token: str | None = None,
     log: Path | None = None,
+    after_ready: bool = False,
 ) -> Cycle:
-    """One start, ``delay`` seconds of life with traffic, one signal, and the measured end."""
+    """One start, ``delay`` seconds of life with traffic, one signal, and the measured end.
+
+    ``after_ready``: count ``delay`` from the first answer (up to HANG s of start-up) instead of from the start, so
+    that a stop while serving is tested however slow the machine is."""
     port = free_port()
     cmd = [sys.executable, "-m", "taxi.launch", "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
     out_path = log or Path(os.environ.get("TMPDIR", "/tmp")) / f"taxi-stopcycle-{port}.log"
@@ -108,6 +112,8 @@ def run_cycle(
     stop, served = threading.Event(), threading.Event()
     traffic = threading.Thread(target=_traffic, args=(f"http://127.0.0.1:{port}", token, stop, served), daemon=True)
     traffic.start()
+    if after_ready and served.wait(HANG):
+        started = time.monotonic()
     time.sleep(max(0.0, started + delay - time.monotonic()))
     signalled = time.monotonic()
     served_before = served.is_set()
