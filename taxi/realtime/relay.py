@@ -28,6 +28,7 @@ class Relay:
         self.broker = make_broker(self.deliver)
         self.broker.on_reconnect = self.reconnected
         self.sessions: set[Session] = set()  # every open socket of this worker, in groups or not
+        self.closed_with: tuple[int, str] | None = None  # set by close_all: the worker is stopping
         self.resync = resync  # the frame that tells a version 2 socket it may have missed events
         # Told of each socket an envelope took out of a group (the group ended, or its user is no longer part).
         self.on_leave: Callable[[Session, str], object] | None = None
@@ -40,11 +41,15 @@ class Relay:
         return sum(session.offer(self.resync) for session in list(self.sessions) if session.version >= 2)
 
     def open(self, session: Session) -> None:
+        if self.closed_with is not None:  # opened while the worker stops: close it now, not at the grace's end
+            session.close(*self.closed_with)
+            return
         self.sessions.add(session)
         self.hub.register(session)
 
     def close_all(self, code: int, reason: str) -> int:
-        """Close every socket of this worker (server shutdown: 1001, going away); return how many."""
+        """Close every socket of this worker, and every later one (server shutdown: 1001); return how many."""
+        self.closed_with = (code, reason)
         sessions = list(self.sessions)
         for session in sessions:
             session.close(code, reason)
