@@ -101,10 +101,19 @@ def worker_pids(main_pid: int) -> list[int]:
     return sorted(pids)
 
 
+# The two ways to start the server: Sanic's own command line on the factory, and the package's ``taxi serve``
+# (which also sets the listen backlog from TAXI_BACKLOG; Sanic's command line always uses 100).
+LAUNCHERS = {
+    "sanic": [sys.executable, "-m", "sanic", "taxi.app:create_app", "--factory", "--no-motd"],
+    "taxi": [sys.executable, "-m", "taxi", "serve"],
+}
+
+
 class ServerProcess:
-    """``python -m sanic taxi.app:create_app --factory --workers N`` on a free port, in its own session, and stopped
-    as a supervisor should: SIGTERM to the main PID only (a SIGTERM to the whole process group makes the main
-    process exit 1 with "Broken pipe"), SIGKILL to the group as a last resort.
+    """``python -m sanic taxi.app:create_app --factory --workers N`` (or ``python -m taxi serve --workers N`` with
+    ``launcher="taxi"``, or any command given as a list) on a free port, in its own session, and stopped as a supervisor should: SIGTERM to the main
+    PID only (a SIGTERM to the whole process group makes the main process exit 1 with "Broken pipe"), SIGKILL to
+    the group as a last resort.
 
     ``env`` is added to this process's environment. Its output goes to ``log`` (kept), or to a temporary file that
     ``close()`` removes after keeping the text for ``output()``.
@@ -117,7 +126,12 @@ class ServerProcess:
         port: int | None = None,
         log: Path | None = None,
         preexec_fn: Callable[[], None] | None = None,
+        launcher: str | list[str] = "sanic",
+        cwd: Path = REPO,
     ) -> None:
+        # A name in LAUNCHERS, or the command itself (an installed `taxi serve`); --host, --port, --workers follow.
+        self.launcher = LAUNCHERS[launcher] if isinstance(launcher, str) else launcher
+        self.cwd = cwd
         self.port = port or free_port()
         self.workers = workers
         self.env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
@@ -142,12 +156,12 @@ class ServerProcess:
     def start(self, timeout: float = 30.0) -> ServerProcess:
         """Start it and wait for the first 200 of GET /api/health/, then SETTLE_AFTER_READY more. If it exits or
         does not answer in time: close() and RuntimeError (with its output, or where its log is)."""
-        app = ["-m", "sanic", "taxi.app:create_app", "--factory", "--host", "127.0.0.1"]
-        cmd = [sys.executable, *app, "--port", str(self.port), "--workers", str(self.workers), "--no-motd"]
+        address = ["--host", "127.0.0.1", "--port", str(self.port), "--workers", str(self.workers)]
+        cmd = [*self.launcher, *address]
         with self.log.open("wb") as out:
             self.proc = subprocess.Popen(
                 cmd,
-                cwd=REPO,
+                cwd=self.cwd,
                 env=self.env,
                 stdout=out,
                 stderr=subprocess.STDOUT,
