@@ -250,6 +250,17 @@ class Settings:
         "beyond it waits for SYN retransmits, about 1 s each; the kernel caps it at `net.core.somaxconn`)",
         low=1,
     )
+    metrics: bool = setting(
+        False,
+        "TAXI_METRICS",
+        "`1`: serve `GET /metrics` (Prometheus text format, summed over every worker of this server)",
+        shown="`0`",
+    )
+    metrics_token: str | None = setting(
+        None,
+        "TAXI_METRICS_TOKEN",
+        "when set, `GET /metrics` requires `Authorization: Bearer <this token>` (401 without it)",
+    )
 
     @property
     def max_request_bytes(self) -> int:
