@@ -1,7 +1,8 @@
 """Fixtures: one PostgreSQL database and one SQLite file per test run, emptied before every test.
 
-Set TAXI_TEST_PG_HOST/PORT/USER and TAXI_TEST_REDIS_URL to point the suite elsewhere; by default it
-uses the PostgreSQL and Redis on 127.0.0.1. The run's database is dropped at the end.
+Set TAXI_TEST_PG_HOST/PORT/USER and TAXI_TEST_REDIS_URL to point the suite elsewhere; by default it uses the
+PostgreSQL and Redis on 127.0.0.1 (scripts/test sets them to private instances when nothing answers there).
+The run's database is dropped at the end.
 """
 
 from __future__ import annotations

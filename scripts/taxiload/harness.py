@@ -235,20 +235,33 @@ class ServerProcess:
         self.close()
 
 
+def postgres_bindir() -> Path:
+    """Where PostgreSQL's initdb and pg_ctl are: TAXI_TEST_PG_BINDIR if set (and nowhere else), else the newest
+    /usr/lib/postgresql/<version>/bin (Debian's layout), else beside the initdb on PATH; SetupError if none."""
+    given = os.environ.get("TAXI_TEST_PG_BINDIR")
+    if given:
+        candidates = [Path(given)]
+    else:
+        versions = sorted(
+            Path("/usr/lib/postgresql").glob("*/bin"),
+            key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0,
+        )
+        found = shutil.which("initdb")
+        candidates = [*reversed(versions), *([Path(found).resolve().parent] if found else [])]
+    for bindir in candidates:
+        if (bindir / "initdb").exists() and (bindir / "pg_ctl").exists():
+            return bindir
+    where = given or "/usr/lib/postgresql/*/bin or PATH"
+    raise SetupError(f"PostgreSQL's initdb and pg_ctl were not found in {where} (Debian: apt-get install postgresql)")
+
+
 class PrivatePostgres:
     """A throw-away PostgreSQL cluster on a free port (initdb into a temp dir, pg_ctl start/stop), so that it can be
     stopped and started without touching the machine's server. PostgreSQL refuses to run as root, so as root every
-    tool runs as the ``postgres`` user through runuser. The binaries: TAXI_TEST_PG_BINDIR, else
-    /usr/lib/postgresql/15/bin, else the initdb on PATH."""
+    tool runs as the ``postgres`` user through runuser. The binaries: see ``postgres_bindir``."""
 
     def __init__(self, prefix: str = "taxi-pg-") -> None:
-        bindir = Path(os.environ.get("TAXI_TEST_PG_BINDIR", "/usr/lib/postgresql/15/bin"))
-        if not (bindir / "initdb").exists():
-            found = shutil.which("initdb")
-            bindir = Path(found).resolve().parent if found else bindir
-        if not (bindir / "initdb").exists() or not (bindir / "pg_ctl").exists():
-            raise SetupError("PostgreSQL's initdb and pg_ctl are needed (set TAXI_TEST_PG_BINDIR)")
-        self.bindir = bindir
+        self.bindir = postgres_bindir()
         self.port = free_port()
         self.server = f"postgresql://postgres@127.0.0.1:{self.port}"
         # Not under pytest's tmp_path: that is private to root, and the cluster runs as postgres.
@@ -256,7 +269,10 @@ class PrivatePostgres:
         self._as: list[str] = []
         try:
             if os.geteuid() == 0:
-                user = pwd.getpwnam("postgres")
+                try:
+                    user = pwd.getpwnam("postgres")
+                except KeyError:
+                    raise SetupError("PostgreSQL refuses to run as root, and there is no postgres user") from None
                 os.chown(self.dir, user.pw_uid, user.pw_gid)
                 self._as = ["runuser", "-u", "postgres", "--"]
             self._run(
@@ -313,9 +329,10 @@ class PrivateRedis:
     (redis.log) in ``log_dir``; it can be stopped and started again on the same port."""
 
     def __init__(self, log_dir: Path) -> None:
-        binary = shutil.which("redis-server")
+        # TAXI_TEST_REDIS_SERVER names the binary (default: redis-server on PATH).
+        binary = shutil.which(os.environ.get("TAXI_TEST_REDIS_SERVER") or "redis-server")
         if binary is None:
-            raise SetupError("redis-server is needed (apt-get install redis-server)")
+            raise SetupError("redis-server was not found (Debian: apt-get install redis-server)")
         self.binary, self.log_dir, self.port = binary, log_dir, free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.proc: subprocess.Popen[bytes] | None = None
