@@ -1,4 +1,5 @@
-"""``/docs`` without the internet: the Swagger UI files, served from the installed swagger-ui-py package.
+"""``/docs`` without the internet: the Swagger UI files, served from the installed swagger-ui-py package; and the
+AsyncAPI document of the ``/taxi/`` WebSocket at ``/docs/asyncapi.json``.
 
 sanic-ext's Swagger page asks for ``<OAS_UI_SWAGGER_CDN_URL>/<version>/<file>.min.js``; the CDN URL points here,
 and each name it asks for maps to the file the package ships (Apache-2.0, its LICENSE served beside them).
@@ -11,8 +12,9 @@ from functools import cache
 from pathlib import Path
 
 from sanic import Blueprint
-from sanic.response import HTTPResponse, file
+from sanic.response import HTTPResponse, file, json
 
+from taxi.api.asyncapi import build_asyncapi
 from taxi.api.context import TaxiRequest
 from taxi.errors import NotFound
 
@@ -48,3 +50,13 @@ async def asset(request: TaxiRequest, version: str, name: str) -> HTTPResponse:
     path = static_folder() / served
     headers = {"Cache-Control": "public, max-age=86400"}
     return await file(path, mime_type=_TYPES[Path(served).suffix], headers=headers)
+
+
+@cache
+def _asyncapi() -> dict[str, object]:
+    return build_asyncapi()
+
+
+@bp.get("/asyncapi.json")
+async def asyncapi(request: TaxiRequest) -> HTTPResponse:
+    return json(_asyncapi())
