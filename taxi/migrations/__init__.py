@@ -76,6 +76,19 @@ _LOCATIONS_SQLITE: tuple[str, ...] = (
     _ACTIVE_DRIVER_INDEX,
 )
 
+# Trip history pages (taxi/paging.py): each list, with or without a status filter, reads its page in order from an
+# index after the keyset, however many trips the user has. A rider's list needs (rider_id, created, id); the
+# rider's index of migration 1 lacked id. With ?status= that index would walk every trip of the user until enough
+# match (a rider's one open trip behind 100,000 finished ones), so each role also gets (user, status, created, id).
+# That one cannot replace the first: its order is per status, and all statuses would need a sort of every trip.
+# (The driver's (driver_id, created, id) is migration 3's.) Writes to taxi_trip are locked while this runs.
+_HISTORY_INDEXES = (
+    "DROP INDEX taxi_trip_rider_created",
+    "CREATE INDEX taxi_trip_rider_created ON taxi_trip (rider_id, created DESC, id DESC)",
+    "CREATE INDEX taxi_trip_rider_status_created ON taxi_trip (rider_id, status, created DESC, id DESC)",
+    "CREATE INDEX taxi_trip_driver_status_created ON taxi_trip (driver_id, status, created DESC, id DESC)",
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         1,
@@ -154,6 +167,12 @@ MIGRATIONS: tuple[Migration, ...] = (
         "trip pick-up and drop-off locations, and the index of busy drivers",
         postgresql=_LOCATIONS_POSTGRESQL,
         sqlite=_LOCATIONS_SQLITE,
+    ),
+    Migration(
+        5,
+        "trip history indexes: each list in its order, also by status",
+        postgresql=_HISTORY_INDEXES,
+        sqlite=_HISTORY_INDEXES,
     ),
 )
 
