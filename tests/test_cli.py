@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import pty
@@ -11,8 +12,10 @@ import sys
 import time
 from pathlib import Path
 
+import psycopg2
 import pytest
 
+from taxi.config import DatabaseURL
 from taxiload.harness import REPO, TIMEOUT_SCALE
 from tests.support import PASSWORD, SyncDB, bearer, log_in, sign_up
 from tests.wsclient import Live, connect
@@ -181,3 +184,21 @@ def _on_terminal(env: dict[str, str], args: list[str], answers: list[str]) -> tu
         os.close(fd)
     _, status = os.waitpid(pid, 0)
     return os.waitstatus_to_exitcode(status), said.decode(errors="replace")
+
+
+def test_the_embedded_database_is_brought_up_to_date_and_an_old_postgresql_one_refused(postgresql_url, tmp_path):
+    fresh = DatabaseURL(backend="sqlite", name=str(tmp_path / "new.sqlite3"))
+    env = cli_env(fresh, tmp_path, TAXI_USER_PASSWORD=PASSWORD)
+    assert ok(env, "users", "create", "--username", "first", "--group", "rider") == "created rider 'first' (id 1)\n"
+
+    empty = dataclasses.replace(postgresql_url, name=f"{postgresql_url.name}_cli_empty")
+    admin = psycopg2.connect(dbname="postgres", host=empty.host, port=empty.port, user=empty.user)
+    admin.autocommit = True
+    admin.cursor().execute(f'CREATE DATABASE "{empty.name}"')
+    try:
+        refused = taxi(cli_env(empty, tmp_path), "users", "list")
+        assert refused.returncode == 1 and "schema version 0" in refused.stderr, refused.stderr
+        assert "run `taxi migrate` first" in refused.stderr and "Traceback" not in refused.stderr
+    finally:
+        admin.cursor().execute(f'DROP DATABASE IF EXISTS "{empty.name}" WITH (FORCE)')
+        admin.close()

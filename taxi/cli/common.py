@@ -9,6 +9,7 @@ from peewee_async.databases import AioDatabase
 
 from taxi import db as dbm
 from taxi.config import Settings
+from taxi.migrations import LATEST, current_version, migrate
 
 
 class CommandError(Exception):
@@ -21,16 +22,28 @@ def settings(env: Mapping[str, str]) -> Settings:
 
 
 @asynccontextmanager
-async def database(config: Settings) -> AsyncIterator[AioDatabase]:
-    """The configured database, connected and bound to the models for the length of one command."""
+async def database(config: Settings, *, schema: bool = True) -> AsyncIterator[AioDatabase]:
+    """The configured database, connected and bound to the models for the length of one command.
+
+    With ``schema``, as the server does: the embedded SQLite database is brought up to date, and a PostgreSQL
+    database that is not is refused with what to run."""
     url = config.database
     handle = dbm.make_database(url, 1)
     try:
         await handle.aio_connect()
+        version = await current_version(handle)
     except Exception as exc:  # psycopg2 or sqlite3, whatever their driver says: one readable line
+        await handle.aio_close()
         raise CommandError(f"cannot open the database {url.redacted()}: {str(exc).strip()}") from exc
     dbm.db.initialize(handle)
     try:
+        if schema and version < LATEST:
+            if not url.is_sqlite:
+                raise CommandError(
+                    f"the database {url.redacted()} is at schema version {version}, this needs {LATEST}: "
+                    "run `taxi migrate` first"
+                )
+            await migrate(handle)
         yield handle
     finally:
         await handle.aio_close()

@@ -23,7 +23,7 @@ def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
 async def _migrate(config: Settings) -> int:
     url = config.database
-    async with database(config) as handle:
+    async with database(config, schema=False) as handle:
         applied = await migrate(handle)
         version = await current_version(handle)
     if applied:
