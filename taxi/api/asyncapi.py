@@ -14,6 +14,8 @@ from taxi import __version__
 from taxi.api.spec import SCHEMAS
 from taxi.domain import STATUSES
 from taxi.protocol import (
+    AUTHENTICATE,
+    AUTHENTICATED,
     CREATE_TRIP,
     DRIVER_LOCATION,
     ECHO,
@@ -115,7 +117,8 @@ _ERROR = {
         "code": {
             "type": "string",
             "description": "invalid_json, invalid_message, unknown_type, invalid, forbidden, not_found, "
-            "trip_unavailable, invalid_transition, unavailable, user_inactive, internal_error (README)",
+            "trip_unavailable, invalid_transition, unavailable, user_inactive, unauthorized, rate_limited, "
+            "internal_error (README)",
         },
         "detail": {"type": "string"},
         "fields": _ref("FieldErrors"),
@@ -134,6 +137,12 @@ CLIENT_MESSAGES = {
         {"type": "object", "required": ["available"], "properties": {"available": {"type": "boolean"}}},
         V2,
     ),
+    "authenticate": _message(
+        AUTHENTICATE,
+        "A newer access token of the same user: a version 2 socket is closed (4001) when its token expires",
+        {"type": "object", "required": ["token"], "properties": {"token": {"type": "string"}}},
+        V2,
+    ),
 }
 SERVER_MESSAGES = {
     "trip": _message(
@@ -144,6 +153,12 @@ SERVER_MESSAGES = {
         DRIVER_LOCATION,
         "The position of the driver of the rider's active trip",
         {"allOf": [_ref("DriverLocation")], "required": ["trip_id"], "properties": {"trip_id": {"type": "string"}}},
+        V2,
+    ),
+    "authenticated": _message(
+        AUTHENTICATED,
+        "The token was renewed: the socket lives until exp (Unix time)",
+        {"type": "object", "required": ["exp"], "properties": {"exp": {"type": "integer"}}},
         V2,
     ),
     "error": _message(ERROR, "A message was refused, or its broadcast failed; the socket stays open", _ERROR, BOTH),

@@ -42,7 +42,7 @@ def test_the_document_is_served_and_every_reference_resolves(client):
     assert channel["address"] == "/taxi/"
     assert {_resolve(doc, m["$ref"])["name"] for m in channel["messages"].values()} == {
         "echo.message", "create.trip", "update.trip", "update.location", "update.availability", "driver.location",
-        "error",
+        "error", "authenticate", "authenticated",
     }  # fmt: skip
     directions: dict[str, set[str]] = {"receive": set(), "send": set()}
     for operation in doc["operations"].values():
@@ -73,6 +73,7 @@ def test_real_frames_of_every_message_match_the_document_both_ways(live: Live):
         assert (await recv(r))["type"] == "driver.location"
         assert (await ask(r, "update.trip", {"id": trip["id"], "status": "COMPLETED"}))["type"] == "error"
         assert (await ask(r, "echo.message", {"any": ["thing"]}))["data"] == {"any": ["thing"]}
+        assert (await ask(r, "authenticate", {"token": rider["access"]}))["type"] == "authenticated"
         for ws in (d, r):
             await ws.close()
 
