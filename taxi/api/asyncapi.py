@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from taxi import __version__
+from taxi import __version__, protocol, schemas
 from taxi.api.spec import SCHEMAS
 from taxi.domain import STATUSES
 from taxi.protocol import (
@@ -163,6 +163,64 @@ SERVER_MESSAGES = {
     ),
     "error": _message(ERROR, "A message was refused, or its broadcast failed; the socket stays open", _ERROR, BOTH),
 }
+
+
+# Cancel and resume (issue 10) are described as soon as the protocol has them: the branch that adds them and this
+# document land separately. Once both are on main, import the names like the others.
+_CANCEL_TRIP: str | None = getattr(protocol, "CANCEL_TRIP", None)
+if _CANCEL_TRIP is not None:
+    CLIENT_MESSAGES["cancelTrip"] = _message(
+        _CANCEL_TRIP,
+        "The rider cancels a REQUESTED or STARTED trip; its driver hands a STARTED one back",
+        {
+            "type": "object",
+            "required": ["id"],
+            "properties": {
+                "id": {"type": "string", "description": "the trip's id, a UUID"},
+                "reason": {
+                    "type": ["string", "null"],
+                    "maxLength": getattr(schemas, "MAX_REASON", 255),
+                    "pattern": _TEXT,
+                },
+                "version": {
+                    "description": "cancel only if the trip is still at this version",
+                    "oneOf": [
+                        {"type": "integer", "minimum": 1, "maximum": 2**31 - 1},
+                        {"type": "string", "pattern": "^[0-9]{1,10}$"},
+                        {"type": "null"},
+                    ],
+                },
+            },
+        },
+        V2,
+    )
+    CLIENT_MESSAGES["resume"] = _message(
+        getattr(protocol, "RESUME", "resume"),
+        "After a reconnect: the last version seen of each trip; the server sends what changed, then resume.done",
+        {
+            "type": "object",
+            "properties": {
+                "trips": {
+                    "type": "object",
+                    "maxProperties": getattr(schemas, "MAX_RESUME_TRIPS", 500),
+                    "additionalProperties": {"type": "integer", "minimum": 0, "maximum": 2**31 - 1},
+                }
+            },
+        },
+        V2,
+    )
+    SERVER_MESSAGES["resumeDone"] = _message(
+        getattr(protocol, "RESUME_DONE", "resume.done"),
+        "The answer to resume is complete: how many trips it sent",
+        {"type": "object", "required": ["sent"], "properties": {"sent": {"type": "integer", "minimum": 0}}},
+        V2,
+    )
+    SERVER_MESSAGES["resumeRequired"] = _message(
+        getattr(protocol, "RESUME_REQUIRED", "resume.required"),
+        "Events may have been missed (the broker was away): send resume",
+        {"type": "object"},
+        V2,
+    )
 
 
 def _operation(action: str, message: str) -> dict[str, Any]:
