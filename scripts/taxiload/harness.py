@@ -94,18 +94,23 @@ def worker_pids(main_pid: int) -> list[int]:
             continue
         for child in children:
             try:
-                if WORKER_MARK in Path(f"/proc/{child}/environ").read_bytes():
+                # multiprocessing's resource tracker can be started in the moment the mark is set: not a worker.
+                if (
+                    WORKER_MARK in Path(f"/proc/{child}/environ").read_bytes()
+                    and b"resource_tracker" not in Path(f"/proc/{child}/cmdline").read_bytes()
+                ):
                     pids.add(int(child))
             except OSError:
                 continue
     return sorted(pids)
 
 
-# The two ways to start the server: Sanic's own command line on the factory, and the package's ``taxi serve``
-# (which also sets the listen backlog from TAXI_BACKLOG; Sanic's command line always uses 100).
+# The ways to start the server: Sanic's own command line on the factory, the package's ``taxi serve``, and the
+# supervised launcher it runs (``python -m taxi.launch``); Sanic's command line always listens with a backlog of 100.
 LAUNCHERS = {
     "sanic": [sys.executable, "-m", "sanic", "taxi.app:create_app", "--factory", "--no-motd"],
     "taxi": [sys.executable, "-m", "taxi", "serve"],
+    "launch": [sys.executable, "-m", "taxi.launch"],
 }
 
 
@@ -128,11 +133,16 @@ class ServerProcess:
         preexec_fn: Callable[[], None] | None = None,
         launcher: str | list[str] = "sanic",
         cwd: Path = REPO,
+        launch: bool = False,
     ) -> None:
         # A name in LAUNCHERS, or the command itself (an installed `taxi serve`); --host, --port, --workers follow.
+        # launch=True is the same as launcher="launch".
+        if launch:
+            launcher = "launch"
         self.launcher = LAUNCHERS[launcher] if isinstance(launcher, str) else launcher
         self.cwd = cwd
         self.port = port or free_port()
+        self.launch = launch  # python -m taxi.launch (supervised workers) instead of the sanic command
         self.workers = workers
         self.env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
         self.keep_log = log is not None

@@ -1,22 +1,16 @@
-"""``taxi serve``: the server the production way (Sanic's worker manager, one process per worker), saying where it
-listens, with the listen backlog of ``TAXI_BACKLOG``.
+"""``taxi serve``: the server the production way (Sanic's worker manager under ``taxi.launch``'s supervision, one
+process per worker), saying where it listens, with the listen backlog of ``TAXI_BACKLOG``.
 
-``launch`` is the one place that starts Sanic: whatever supervises the workers plugs in there.
+``launch`` is the one place the command line starts the server.
 """
 
 from __future__ import annotations
 
 import argparse
-import socket
 from collections.abc import Mapping
 from typing import Any
 
-from sanic import Sanic
-from sanic.worker.loader import AppLoader
-
 from taxi.config import ConfigError, Settings
-
-FACTORY = "taxi.app:create_app"  # what every worker process calls, as `sanic taxi.app:create_app --factory` does
 
 
 def add(sub: Any) -> None:
@@ -42,29 +36,12 @@ def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         raise ConfigError(f"--port: expected 1 to 65535, got {args.port}")
     if args.workers > 1 and not settings.redis_url:
         raise ConfigError(f"--workers {args.workers} needs TAXI_REDIS_URL: the in-process broker reaches one worker")
-    launch(args.host, args.port, args.workers, settings.backlog)
-    return 0
+    return launch(args.host, args.port, args.workers, settings.backlog)
 
 
-def launch(host: str, port: int, workers: int, backlog: int) -> None:
-    """Serve until stopped: bind ``host:port`` with ``backlog`` in this process, then run ``workers`` worker
-    processes that each build the app with the factory. Prints the address once the socket is bound."""
-    loader = AppLoader(FACTORY, as_factory=True)
-    app: Sanic[Any, Any] = loader.load()
-    app.register_listener(_announce, "main_process_ready")
-    app.prepare(host=host, port=port, workers=workers, backlog=backlog, motd=False)
-    Sanic.serve(primary=app, app_loader=loader)
+def launch(host: str, port: int, workers: int, backlog: int) -> int:
+    """Serve until stopped, through the supervised launcher (``taxi.launch``: dead workers replaced, a stop that
+    never hangs), which binds ``host:port`` with ``backlog`` and says where it listens; returns the exit code."""
+    from taxi import launch as launcher  # it takes the stop signals first thing, before the heavy imports
 
-
-def _announce(app: Sanic[Any, Any]) -> None:
-    """Say where the server listens (the bound socket's address), with how many workers and which backlog."""
-    info = app.state.server_info[0].settings
-    bound: socket.socket | None = info.get("sock")
-    host, port = bound.getsockname()[:2] if bound is not None else (info.get("host"), info.get("port"))
-    shown = f"[{host}]" if ":" in str(host) else host
-    workers = app.state.workers
-    print(
-        f"taxi: listening on http://{shown}:{port} ({workers} worker{'s' if workers > 1 else ''}, "
-        f"backlog {info.get('backlog')})",
-        flush=True,
-    )
+    return launcher.serve(host, port, workers, backlog=backlog)

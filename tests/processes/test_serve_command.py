@@ -30,7 +30,7 @@ def test_serve_says_where_it_listens_and_queues_the_configured_backlog(pg_databa
         assert listen_backlog(server.port) == 77
         assert server.stop() == 0
     log = server.output()
-    assert f"taxi: listening on http://127.0.0.1:{server.port} (2 workers, backlog 77)\n" in log, log
+    assert f"taxi: listening on http://127.0.0.1:{server.port} with 2 worker(s)\n" in log, log
     assert log.count("Starting worker") >= 2 and "Traceback" not in log, log
 
 
@@ -96,5 +96,5 @@ def test_pip_install_gives_a_taxi_command_that_serves_and_administers(tmp_path):
     with server:
         assert call(f"{server.url}/api/log_in/", {"username": "pip", "password": PASSWORD})[0] == 200
         assert server.stop() == 0
-    assert f"taxi: listening on http://127.0.0.1:{server.port} (1 worker, backlog 1024)\n" in server.output()
+    assert f"taxi: listening on http://127.0.0.1:{server.port} with 1 worker(s)\n" in server.output()
     assert (work / "taxi.sqlite3").exists() and not (source / "taxi.sqlite3").exists()
