@@ -50,6 +50,7 @@ async def taxi_socket(request: TaxiRequest, ws: WebsocketImplProtocol) -> None:
     version = protocol_version(request, ws)
     session = session_for(ws, ctx.settings.ws_queue_size, f"user {caller.id}", caller.id, version, ctx.meter)
     ctx.relay.open(session)
+    ctx.keepalive.add(ws)
     ctx.meter.socket_opened(version)
     driver = caller.group == DRIVER
     try:
@@ -75,6 +76,7 @@ async def taxi_socket(request: TaxiRequest, ws: WebsocketImplProtocol) -> None:
     finally:
         # The task is cancelled when the client goes away: cleanup must not await.
         ctx.relay.leave_all(session)
+        ctx.keepalive.discard(ws)
         session.stop()
         ctx.meter.socket_closed(version)
         if driver:
