@@ -22,8 +22,8 @@ from taxi import db as dbm
 from taxi.app import TaxiApp, create_app
 from taxi.config import DatabaseURL, Settings
 from taxi.migrations import migrate
-from taxiload.harness import PrivateRedis, free_port
-from tests.support import SyncDB
+from taxiload.harness import PrivateRedis
+from tests.support import SyncDB, serving_app
 
 RUN_ID = f"{os.getpid()}_{secrets.token_hex(3)}"
 PG_HOST = os.environ.get("TAXI_TEST_PG_HOST", "127.0.0.1")
@@ -144,7 +144,7 @@ def app(settings: Settings) -> TaxiApp:
 @pytest.fixture
 def client(app: TaxiApp) -> Iterator[ReusableClient]:
     """A real server for this test (sanic-testing), reused by every request the test makes."""
-    with ReusableClient(app, port=free_port()) as client:
+    with serving_app(app) as client:
         yield client
 
 
