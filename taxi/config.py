@@ -20,6 +20,7 @@ log = logging.getLogger("taxi.config")
 DEFAULT_DATABASE_URL = "sqlite:///taxi.sqlite3"
 MIN_SECRET_BYTES = 32
 DEFAULT_MEDIA_ROOT = Path("media")
+LOG_FORMATS = ("text", "json")
 
 
 class ConfigError(Exception):
@@ -271,6 +272,26 @@ class Settings:
         "when set, `GET /metrics` requires `Authorization: Bearer <this token>` (401 without it)",
     )
 
+    log_format: str = setting(
+        "text",
+        "TAXI_LOG_FORMAT",
+        "`text`, or `json`: one JSON object per line (`time`, `level`, `logger`, `message`, `worker`, `request_id`)",
+    )
+    access_log: bool = setting(
+        False,
+        "TAXI_ACCESS_LOG",
+        "`1`: one log line per request (method, path without its query string, status, duration, request id)",
+        shown="`0`",
+    )
+
+    shutdown_timeout: int = setting(
+        3,
+        "TAXI_SHUTDOWN_TIMEOUT",
+        "seconds a stopping worker lets requests in flight finish; a worker still running 1 s after that is killed",
+        low=1,
+        high=60,
+    )
+
     @property
     def max_request_bytes(self) -> int:
         # A sign-up is a photo plus a few short fields; leave room for the multipart framing.
@@ -288,6 +309,8 @@ class Settings:
         database = values.get("database", cls.database)
         values["secret_key"] = resolve_secret(values.get("secret_key", ""), database)
         settings = cls(**values)
+        if settings.log_format not in LOG_FORMATS:
+            raise ConfigError(f"TAXI_LOG_FORMAT: expected one of {', '.join(LOG_FORMATS)}, got {settings.log_format!r}")
         if settings.trip_list_default > settings.trip_list_max:
             settings = replace(settings, trip_list_default=settings.trip_list_max)
         return settings
