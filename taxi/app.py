@@ -23,6 +23,7 @@ from taxi.api.context import AppContext, TaxiApp
 from taxi.api.conversation import CLIENT_TYPES
 from taxi.api.errors import JSONErrorHandler
 from taxi.api.headers import add_response_headers
+from taxi.api.keepalive import Keepalive
 from taxi.api.spec import build_spec
 from taxi.api.ws_transport import allow_no_subprotocol
 from taxi.config import ConfigError, Settings
@@ -122,6 +123,7 @@ def _configure(app: TaxiApp, settings: Settings) -> None:
     config.FALLBACK_ERROR_FORMAT = "json"
     config.REQUEST_MAX_SIZE = settings.max_request_bytes
     config.WEBSOCKET_MAX_SIZE = settings.ws_max_frame
+    config.WEBSOCKET_PING_INTERVAL = None  # type: ignore[assignment]  # one Keepalive per worker pings instead
     config.NOISY_EXCEPTIONS = False
     config.ACCESS_LOG = False
     config.GRACEFUL_SHUTDOWN_TIMEOUT = settings.shutdown_timeout  # then open connections are dropped
@@ -189,6 +191,8 @@ async def _open_worker(app: TaxiApp) -> None:
         relay = Relay(Hub(), LocalBroker, app.ctx.meter)
     await relay.broker.start()
     app.ctx.relay = relay
+    app.ctx.keepalive = Keepalive(settings.ws_ping_interval)
+    app.ctx.keepalive.start()
     app.ctx.events = TripEvents(relay)
     store: PresenceStore = LocalPresenceStore()
     if settings.redis_url:
@@ -262,6 +266,9 @@ async def _close_sockets(app: TaxiApp) -> None:
 async def _close_worker(app: TaxiApp) -> None:
     if app.ctx.sampler is not None:
         app.ctx.sampler.cancel()
+    keepalive = getattr(app.ctx, "keepalive", None)
+    if keepalive is not None:
+        keepalive.stop()
     locations = getattr(app.ctx, "locations", None)
     if locations is not None:
         await locations.close()

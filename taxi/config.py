@@ -184,6 +184,12 @@ class Settings:
         "largest WebSocket message a client may send, bytes; a larger one closes the socket with 1009",
         low=1024,
     )
+    ws_ping_interval: int = setting(
+        20,
+        "TAXI_WS_PING_INTERVAL",
+        "seconds between keepalive pings of a WebSocket; one unanswered until the next closes it with 1011",
+        low=1,
+    )
     ws_messages_per_s: int = setting(
         20,
         "TAXI_WS_MESSAGES_PER_S",
