@@ -167,10 +167,11 @@ SCHEMAS: dict[str, Any] = {
     "Cancel": {
         "type": "object",
         "properties": {
-            "reason": {"type": "string", "maxLength": MAX_REASON},
+            "reason": _text(0, MAX_REASON),
             "version": {
                 "type": "integer",
                 "minimum": 1,
+                "maximum": 2**31 - 1,
                 "description": "cancel only if the trip is still at this version (409 `trip_unavailable` if not)",
             },
         },
