@@ -16,7 +16,7 @@ from sanic_ext import openapi
 
 from taxi import __version__
 from taxi import db as dbm
-from taxi.api import auth, connection, drivers, health, media, socket, trips
+from taxi.api import auth, connection, drivers, health, me, media, socket, trips
 from taxi.api.context import AppContext, TaxiApp
 from taxi.api.errors import JSONErrorHandler
 from taxi.api.headers import add_response_headers
@@ -29,9 +29,10 @@ from taxi.realtime.broker import redis_retry
 from taxi.security import TokenIssuer
 from taxi.services.accounts import Accounts, LoginLimits
 from taxi.services.locations import Locations
-from taxi.services.media import Media
+from taxi.services.media import LocalStore, Media
 from taxi.services.presence import Presence
 from taxi.services.presence_store import LocalPresenceStore, PresenceStore, RedisPresenceStore
+from taxi.services.profiles import Profiles
 from taxi.services.throttle import RedisThrottle
 from taxi.services.trip_events import TripEvents
 from taxi.services.trips import Trips
@@ -53,7 +54,7 @@ def create_app(settings: Settings | object | None = None, name: str = "taxi") ->
     _configure(app, settings)
 
     allow_no_subprotocol()  # the socket offers the taxi.v2 subprotocol; the reference client offers none
-    for module in (auth, trips, drivers, media, health, socket):
+    for module in (auth, me, trips, drivers, media, health, socket):
         app.blueprint(module.bp)
         openapi.exclude(bp=module.bp)  # described once, exactly, in taxi.api.spec
     app.ext.openapi.raw(build_spec(settings))
@@ -75,6 +76,7 @@ def _context(settings: Settings) -> AppContext:
         settings.login_window,
         settings.signups_per_address,
     )
+    media = Media(LocalStore(settings.media_root), settings.max_photo_bytes, settings.max_photo_pixels)
     return AppContext(
         settings=settings,
         tokens=tokens,
@@ -82,7 +84,8 @@ def _context(settings: Settings) -> AppContext:
             tokens, settings.bcrypt_rounds, settings.public_url, limits, rotate_refresh=settings.rotate_refresh_tokens
         ),
         trips=Trips(settings.public_url),
-        media=Media(settings.media_root, settings.max_photo_bytes, settings.max_photo_pixels),
+        media=media,
+        profiles=Profiles(media, settings.public_url),
     )
 
 

@@ -9,7 +9,7 @@ from taxi.config import Settings
 from taxi.domain import GROUPS, STATUSES
 from taxi.schemas import MAX_ADDRESS, MAX_LOGIN_USERNAME, MAX_NAME, MAX_PASSWORD, MAX_TOKEN, MAX_USERNAME, MIN_PASSWORD
 from taxi.security import BCRYPT_MAX_BYTES
-from taxi.services.media import ACCEPTED, FORMATS
+from taxi.services.images import ACCEPTED, FORMATS, LONG_SIDE, THUMBNAIL
 from taxi.services.presence import NEARBY_LIMIT
 from taxi.usernames import PATTERN as USERNAME_PATTERN
 from taxi.usernames import RULE as USERNAME_RULE
@@ -71,15 +71,41 @@ SCHEMAS: dict[str, Any] = {
     },
     "User": {
         "type": "object",
-        "required": ["id", "username", "first_name", "last_name", "group", "photo"],
+        "required": ["id", "username", "first_name", "last_name", "group", "photo", "photo_thumbnail"],
         "properties": {
-            "id": {"type": "integer"},
+            "id": {
+                "type": "integer",
+                "nullable": True,
+                "description": "null for a deleted account (in the trips of the other party, as username `deleted`)",
+            },
             "username": {"type": "string"},
             "first_name": {"type": "string"},
             "last_name": {"type": "string"},
             "group": {"type": "string", "enum": list(GROUPS)},
-            "photo": {"type": "string", "nullable": True, "description": "URL of the photo, or null"},
+            "photo": {
+                "type": "string",
+                "nullable": True,
+                "description": f"URL of the photo (at most {LONG_SIDE} px on its long side), or null",
+            },
+            "photo_thumbnail": {
+                "type": "string",
+                "nullable": True,
+                "description": f"URL of a {THUMBNAIL} x {THUMBNAIL} square cut from the photo's centre, or null",
+            },
         },
+    },
+    "ProfileChange": {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "first_name": _text(0, MAX_NAME, nullable=True, description="null is the same as empty"),
+            "last_name": _text(0, MAX_NAME, nullable=True, description="null is the same as empty"),
+        },
+    },
+    "PasswordConfirmation": {
+        "type": "object",
+        "required": ["password"],
+        "properties": {"password": _text(1, MAX_PASSWORD)},
     },
     "Point": {
         "type": "object",
@@ -235,6 +261,50 @@ PATHS: dict[str, Any] = {
             },
         }
     },
+    "/api/me/": {
+        "get": {
+            "tags": ["accounts"],
+            "summary": "The caller's user",
+            "operationId": "me",
+            "security": _BEARER,
+            "responses": {"200": _json(_ref("User"), "The caller"), "401": _UNAUTHENTICATED, "503": _UNAVAILABLE},
+        },
+        "patch": {
+            "tags": ["accounts"],
+            "summary": "Change the caller's first and last name (a field left out keeps its value)",
+            "description": "Open trips show the new names from now on; any other field is refused.",
+            "operationId": "rename",
+            "security": _BEARER,
+            "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("ProfileChange")}}},
+            "responses": {
+                "200": _json(_ref("User"), "The caller, renamed"),
+                "400": _INVALID,
+                "401": _UNAUTHENTICATED,
+                "503": _UNAVAILABLE,
+            },
+        },
+        "delete": {
+            "tags": ["accounts"],
+            "summary": "Delete the caller's account",
+            "description": "The password confirms it. The user can no longer log in, every refresh token is revoked, "
+            "open sockets are closed (1008), the photo is deleted, the names are cleared and the username is free "
+            "again. Trips stay in the other party's history with the user shown as `deleted` (id null).",
+            "operationId": "delete_account",
+            "security": _BEARER,
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": _ref("PasswordConfirmation")}},
+            },
+            "responses": {
+                "204": {"description": "Deleted"},
+                "400": _INVALID,
+                "401": _UNAUTHENTICATED,
+                "403": _json(_DETAIL, "Wrong password"),
+                "409": _json(_DETAIL, "A trip of the caller's is not finished: finish or cancel it first"),
+                "503": _UNAVAILABLE,
+            },
+        },
+    },
     "/media/photos/{name}": {
         "get": {
             "tags": ["media"],
@@ -357,6 +427,37 @@ def _sign_up_form(settings: Settings) -> dict[str, Any]:
     }
 
 
+def _photo_paths(settings: Settings) -> dict[str, Any]:
+    form = {
+        "type": "object",
+        "required": ["photo"],
+        "properties": {"photo": _sign_up_form(settings)["properties"]["photo"]},
+    }
+    return {
+        "/api/me/photo/": {
+            "put": {
+                "tags": ["accounts"],
+                "summary": "Replace the caller's photo",
+                "description": "The new photo and thumbnail are stored before the old ones are deleted; open trips "
+                "show the new photo from now on.",
+                "operationId": "change_photo",
+                "security": _BEARER,
+                "requestBody": {
+                    "required": True,
+                    "content": {"multipart/form-data": {"schema": form, "encoding": _PHOTO_ENCODING}},
+                },
+                "responses": {
+                    "200": _json(_ref("User"), "The caller, with the new photo"),
+                    "400": _INVALID,
+                    "401": _UNAUTHENTICATED,
+                    "413": _TOO_LARGE,
+                    "503": _UNAVAILABLE,
+                },
+            }
+        }
+    }
+
+
 def _with_request_errors(paths: dict[str, Any]) -> dict[str, Any]:
     """Every operation may get a 414 (a request line over the limit); one that reads a body, a 415."""
     out: dict[str, Any] = {}
@@ -371,6 +472,8 @@ def _with_request_errors(paths: dict[str, Any]) -> dict[str, Any]:
 def build_spec(settings: Settings) -> dict[str, Any]:
     """The description for this deployment, from the constants and settings the handlers check against."""
     return {
-        "paths": _with_request_errors({**PATHS, **_trip_paths(settings), **_driver_paths(settings)}),
+        "paths": _with_request_errors(
+            {**PATHS, **_photo_paths(settings), **_trip_paths(settings), **_driver_paths(settings)}
+        ),
         "components": {"schemas": {**SCHEMAS, "SignUpForm": _sign_up_form(settings)}},
     }

@@ -76,6 +76,16 @@ _LOCATIONS_SQLITE: tuple[str, ...] = (
     _ACTIVE_DRIVER_INDEX,
 )
 
+# Photos in two sizes, and deleted accounts: the row stays (trips keep their other party's history) with its
+# names, photo and username cleared; deleted_at says it is no longer a person.
+_ACCOUNTS_POSTGRESQL: tuple[str, ...] = (
+    "ALTER TABLE taxi_user ADD COLUMN photo_thumbnail VARCHAR(255), ADD COLUMN deleted_at TIMESTAMPTZ",
+)
+_ACCOUNTS_SQLITE: tuple[str, ...] = (
+    "ALTER TABLE taxi_user ADD COLUMN photo_thumbnail VARCHAR(255)",
+    "ALTER TABLE taxi_user ADD COLUMN deleted_at TEXT",
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         1,
@@ -154,6 +164,12 @@ MIGRATIONS: tuple[Migration, ...] = (
         "trip pick-up and drop-off locations, and the index of busy drivers",
         postgresql=_LOCATIONS_POSTGRESQL,
         sqlite=_LOCATIONS_SQLITE,
+    ),
+    Migration(
+        5,
+        "photo thumbnails and deleted accounts",
+        postgresql=_ACCOUNTS_POSTGRESQL,
+        sqlite=_ACCOUNTS_SQLITE,
     ),
 )
 

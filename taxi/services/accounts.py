@@ -101,11 +101,14 @@ class Accounts:
         if wait:
             raise TooManyRequests(f"Too many sign-ups from this address; try again in {wait} seconds.", wait)
 
-    async def sign_up(self, form: SignUp, photo: str | None) -> dict[str, Any]:
+    async def sign_up(self, form: SignUp, photos: users.Photos | None) -> dict[str, Any]:
         """Create a user; a taken username is a 400 on ``username``."""
         hashed = await hash_password(form.password, self.rounds)
+        photo, thumbnail = photos or (None, None)
         try:
-            user = await users.create(form.username, hashed, form.first_name, form.last_name, form.group, photo)
+            user = await users.create(
+                form.username, hashed, form.first_name, form.last_name, form.group, photo, thumbnail
+            )
         except users.UsernameTaken:
             raise ValidationFailed.field("username", "A user with that username already exists.") from None
         return user.public(self.public_url)
