@@ -29,10 +29,11 @@ from taxi.realtime.broker import redis_retry
 from taxi.security import TokenIssuer
 from taxi.services.accounts import Accounts, LoginLimits
 from taxi.services.locations import Locations
-from taxi.services.media import LocalStore, Media
+from taxi.services.media import LocalStore, Media, PhotoStore
 from taxi.services.presence import Presence
 from taxi.services.presence_store import LocalPresenceStore, PresenceStore, RedisPresenceStore
 from taxi.services.profiles import Profiles
+from taxi.services.s3_store import S3Store
 from taxi.services.throttle import RedisThrottle
 from taxi.services.trip_events import TripEvents
 from taxi.services.trips import Trips
@@ -76,17 +77,35 @@ def _context(settings: Settings) -> AppContext:
         settings.login_window,
         settings.signups_per_address,
     )
-    media = Media(LocalStore(settings.media_root), settings.max_photo_bytes, settings.max_photo_pixels)
+    media = Media(photo_store(settings), settings.max_photo_bytes, settings.max_photo_pixels)
     return AppContext(
         settings=settings,
         tokens=tokens,
         accounts=Accounts(
-            tokens, settings.bcrypt_rounds, settings.public_url, limits, rotate_refresh=settings.rotate_refresh_tokens
+            tokens,
+            settings.bcrypt_rounds,
+            settings.photo_url_base,
+            limits,
+            rotate_refresh=settings.rotate_refresh_tokens,
         ),
-        trips=Trips(settings.public_url),
+        trips=Trips(settings.photo_url_base),
         media=media,
-        profiles=Profiles(media, settings.public_url),
+        profiles=Profiles(media, settings.photo_url_base),
     )
+
+
+def photo_store(settings: Settings) -> PhotoStore:
+    """The configured photo store: the media folder, or the S3 bucket every machine shares."""
+    if settings.media_storage == "s3":
+        return S3Store(
+            settings.s3_bucket or "",
+            endpoint=settings.s3_endpoint,
+            region=settings.s3_region,
+            access_key=settings.aws_access_key_id,
+            secret_key=settings.aws_secret_access_key,
+            url_lifetime=settings.s3_url_lifetime,
+        )
+    return LocalStore(settings.media_root)
 
 
 class _QuietClientErrors(logging.Filter):
@@ -167,6 +186,7 @@ async def _open_worker(app: TaxiApp) -> None:
     """In every worker: its database pool, its hub, and its broker connection."""
     settings = app.ctx.settings
     app.ctx.database = await dbm.connect(settings.database, settings.db_pool_size)
+    await app.ctx.media.start()
     redis_url = settings.redis_url
     if redis_url:
         relay = Relay(Hub(), lambda deliver: RedisBroker(redis_url, settings.redis_prefix, deliver))
@@ -226,6 +246,7 @@ async def _close_worker(app: TaxiApp) -> None:
     client = getattr(app.ctx, "redis", None)
     if client is not None:
         await client.aclose()
+    await app.ctx.media.stop()
     database = getattr(app.ctx, "database", None)
     if database is not None:
         await database.aio_close()

@@ -284,11 +284,12 @@ def iso(value: Any) -> str:
     return stamp.isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
-def photo_url(photo: str | None, public_url: str | None) -> str | None:
+def photo_url(photo: str | None, media_url: str | None) -> str | None:
+    """The URL of a stored photo (``photos/<name>``) under ``media_url`` (``Settings.photo_url_base``; None: the
+    server's own ``/media``)."""
     if not photo:
         return None
-    path = f"/media/{photo}"
-    return f"{public_url}{path}" if public_url else path
+    return f"{media_url or '/media'}/{photo}"
 
 
 def user_out(
@@ -300,7 +301,7 @@ def user_out(
     photo: str | None,
     photo_thumbnail: str | None = None,
     *,
-    public_url: str | None,
+    media_url: str | None,
     deleted: bool = False,
 ) -> dict[str, Any]:
     """The public shape of a user: the sign-up response, ``GET /api/me/``, and ``rider``/``driver`` inside a trip.
@@ -315,8 +316,8 @@ def user_out(
         "first_name": first_name,
         "last_name": last_name,
         "group": group,
-        "photo": photo_url(photo, public_url),
-        "photo_thumbnail": photo_url(photo_thumbnail, public_url),
+        "photo": photo_url(photo, media_url),
+        "photo_thumbnail": photo_url(photo_thumbnail, media_url),
     }
 
 

@@ -28,6 +28,8 @@ async def sign_up(request: TaxiRequest) -> HTTPResponse:
         if photos is not None:
             await ctx.media.discard(photos)
         raise
+    if photos is not None:
+        await ctx.media.settle(photos)
     return json_response(user, status=201)
 
 

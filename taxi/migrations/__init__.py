@@ -86,6 +86,13 @@ _ACCOUNTS_SQLITE: tuple[str, ...] = (
     "ALTER TABLE taxi_user ADD COLUMN deleted_at TEXT",
 )
 
+# Photo objects written but not (yet) referenced by a user, or being deleted: what a failure between the store and
+# the database would otherwise leave behind. A sweep removes the ones older than a grace period that no user names.
+_PENDING_MEDIA = (
+    "CREATE TABLE taxi_media_pending (name VARCHAR(255) PRIMARY KEY, created {stamp} NOT NULL)",
+    "CREATE INDEX taxi_media_pending_created ON taxi_media_pending (created)",
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         1,
@@ -170,6 +177,12 @@ MIGRATIONS: tuple[Migration, ...] = (
         "photo thumbnails and deleted accounts",
         postgresql=_ACCOUNTS_POSTGRESQL,
         sqlite=_ACCOUNTS_SQLITE,
+    ),
+    Migration(
+        6,
+        "photo objects pending a reference or a deletion",
+        postgresql=tuple(step.format(stamp="TIMESTAMPTZ") for step in _PENDING_MEDIA),
+        sqlite=tuple(step.format(stamp="TEXT") for step in _PENDING_MEDIA),
     ),
 )
 

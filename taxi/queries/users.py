@@ -27,8 +27,8 @@ class UserRow(NamedTuple):
     photo_thumbnail: str | None = None
     deleted: bool = False  # the account was deleted: trips show "deleted" in its place
 
-    def public(self, public_url: str | None) -> dict[str, Any]:
-        return user_out(*self[:-1], public_url=public_url, deleted=bool(self.deleted))
+    def public(self, media_url: str | None) -> dict[str, Any]:
+        return user_out(*self[:-1], media_url=media_url, deleted=bool(self.deleted))
 
 
 # Columns whose expression is not the field's own name.

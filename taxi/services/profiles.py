@@ -20,14 +20,14 @@ WRONG_PASSWORD = "Wrong password."
 
 
 class Profiles:
-    """Profile operations over the user table and the photo store; ``public_url`` makes photo URLs absolute."""
+    """Profile operations over the user table and the photo store; ``media_url`` is where photo URLs start."""
 
-    def __init__(self, media: Media, public_url: str | None) -> None:
+    def __init__(self, media: Media, media_url: str | None) -> None:
         self.media = media
-        self.public_url = public_url
+        self.media_url = media_url
 
     def me(self, caller: Caller) -> dict[str, Any]:
-        return caller.public(self.public_url)
+        return caller.public(self.media_url)
 
     async def rename(self, caller: Caller, change: ProfileChange) -> dict[str, Any]:
         """Set the names given (None keeps one); the user as stored afterwards."""
@@ -36,7 +36,7 @@ class Profiles:
         user = await users.set_names(caller.id, first, last)
         if user is None:
             raise user_inactive()
-        return user.public(self.public_url)
+        return user.public(self.media_url)
 
     async def change_photo(self, caller: Caller, upload: bytes) -> dict[str, Any]:
         """Store the new photo, point the user at it, then remove the files it replaced."""
@@ -49,8 +49,9 @@ class Profiles:
         if old is None:  # deleted or deactivated meanwhile
             await self.media.discard(new)
             raise user_inactive()
+        await self.media.settle(new)
         await self.media.discard(old)
-        return caller._replace(photo=new.photo, photo_thumbnail=new.thumbnail).public(self.public_url)
+        return caller._replace(photo=new.photo, photo_thumbnail=new.thumbnail).public(self.media_url)
 
     async def delete(self, caller: Caller, password: str) -> None:
         """Delete the caller's account once the password is confirmed; 409 while a trip of theirs is open."""
