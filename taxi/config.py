@@ -243,6 +243,18 @@ class Settings:
         low=1,
     )
 
+    metrics: bool = setting(
+        False,
+        "TAXI_METRICS",
+        "`1`: serve `GET /metrics` (Prometheus text format, summed over every worker of this server)",
+        shown="`0`",
+    )
+    metrics_token: str | None = setting(
+        None,
+        "TAXI_METRICS_TOKEN",
+        "when set, `GET /metrics` requires `Authorization: Bearer <this token>` (401 without it)",
+    )
+
     @property
     def max_request_bytes(self) -> int:
         # A sign-up is a photo plus a few short fields; leave room for the multipart framing.
