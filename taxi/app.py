@@ -132,6 +132,7 @@ def _configure(app: TaxiApp, settings: Settings) -> None:
     if settings.cors_origins:
         config.CORS_ORIGINS = list(settings.cors_origins)
         config.CORS_ALLOW_HEADERS = ["authorization", "content-type"]
+        config.CORS_EXPOSE_HEADERS = ["link"]  # a browser client reads the trip list's next page from it
         config.CORS_ALWAYS_SEND = False
         config.CORS_MAX_AGE = 600
     else:

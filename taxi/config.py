@@ -124,7 +124,10 @@ class Settings:
         DEFAULT_MEDIA_ROOT, "TAXI_MEDIA_ROOT", "where uploaded photos are stored (`<root>/photos/`)"
     )
     public_url: str | None = setting(
-        None, "TAXI_PUBLIC_URL", "when set (e.g. `https://api.example.com`), photo URLs are absolute under it"
+        None,
+        "TAXI_PUBLIC_URL",
+        "where clients reach the API, path prefix included (e.g. `https://api.example.com`). When set, photo URLs "
+        "and the trip list's `Link` are absolute under it; unset, they are relative (`/media/...`, `/api/trip/?...`)",
     )
     access_token_lifetime: int = setting(300, "TAXI_ACCESS_TOKEN_LIFETIME", "access token lifetime, seconds", low=1)
     refresh_token_lifetime: int = setting(
