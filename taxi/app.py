@@ -6,6 +6,7 @@ factory; the ``before_server_start`` listener then opens that worker's database 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import redis.asyncio as aioredis
@@ -16,13 +17,16 @@ from sanic_ext import openapi
 
 from taxi import __version__
 from taxi import db as dbm
-from taxi.api import auth, connection, drivers, health, me, media, socket, trips
+from taxi import metrics as metricsm
+from taxi.api import auth, connection, drivers, health, me, media, observe, socket, trips
 from taxi.api.context import AppContext, TaxiApp
+from taxi.api.conversation import CLIENT_TYPES
 from taxi.api.errors import JSONErrorHandler
 from taxi.api.headers import add_response_headers
 from taxi.api.spec import build_spec
 from taxi.api.ws_transport import allow_no_subprotocol
 from taxi.config import ConfigError, Settings
+from taxi.db.usage import pool_usage
 from taxi.migrations import LATEST, current_version, migrate
 from taxi.realtime import Hub, LocalBroker, RedisBroker, Relay
 from taxi.realtime.broker import redis_retry
@@ -61,6 +65,8 @@ def create_app(settings: Settings | object | None = None, name: str = "taxi") ->
     app.ext.openapi.raw(build_spec(settings))
     add_response_headers(app, cors=bool(settings.cors_origins))
 
+    if settings.metrics:
+        _measure(app)
     app.register_listener(_check_deployment, "main_process_start")
     app.register_listener(connection.install, "main_process_start")  # slow-client limits, bad request lines
     app.register_listener(_open_worker, "before_server_start")
@@ -145,6 +151,7 @@ def _configure(app: TaxiApp, settings: Settings) -> None:
     if settings.cors_origins:
         config.CORS_ORIGINS = list(settings.cors_origins)
         config.CORS_ALLOW_HEADERS = ["authorization", "content-type"]
+        config.CORS_EXPOSE_HEADERS = ["link"]  # a browser client reads the trip list's next page from it
         config.CORS_ALWAYS_SEND = False
         config.CORS_MAX_AGE = 600
     else:
@@ -189,9 +196,10 @@ async def _open_worker(app: TaxiApp) -> None:
     await app.ctx.media.start()
     redis_url = settings.redis_url
     if redis_url:
-        relay = Relay(Hub(), lambda deliver: RedisBroker(redis_url, settings.redis_prefix, deliver))
+        meter = app.ctx.meter
+        relay = Relay(Hub(), lambda deliver: RedisBroker(redis_url, settings.redis_prefix, deliver, meter=meter), meter)
     else:
-        relay = Relay(Hub(), LocalBroker)
+        relay = Relay(Hub(), LocalBroker, app.ctx.meter)
     await relay.broker.start()
     app.ctx.relay = relay
     app.ctx.events = TripEvents(relay)
@@ -210,6 +218,35 @@ async def _open_worker(app: TaxiApp) -> None:
     app.ctx.presence = Presence(store, settings.dispatch_radius_m, settings.location_stale_s)
     app.ctx.trips.presence = app.ctx.presence
     app.ctx.locations = Locations(app.ctx.presence, app.ctx.events, settings.location_min_interval_ms / 1000)
+    if isinstance(app.ctx.meter, metricsm.PrometheusMeter):
+        app.ctx.sampler = asyncio.create_task(_sample_pool(app.ctx.meter, app.ctx.database), name="pool-gauges")
+
+
+def _measure(app: TaxiApp) -> None:
+    """TAXI_METRICS=1: this process's meter, ``GET /metrics``, and the directory every worker writes its values to
+    (made by the main process, which names it in the environment its workers inherit, and removes it at the end)."""
+    directory, created = metricsm.use_directory()
+    app.ctx.metrics_dir = directory
+    meter = metricsm.PrometheusMeter(CLIENT_TYPES)
+    app.ctx.meter = meter
+    observe.measure_requests(app, meter)
+    app.blueprint(observe.bp)
+    openapi.exclude(bp=observe.bp)  # for the operator's Prometheus, not for API clients
+
+    async def clear(_app: TaxiApp) -> None:
+        metricsm.clear_directory(directory)
+
+    async def remove(_app: TaxiApp) -> None:
+        metricsm.remove_directory(directory)
+
+    app.register_listener(remove if created else clear, "main_process_stop" if created else "main_process_start")
+
+
+async def _sample_pool(meter: metricsm.PrometheusMeter, database: object) -> None:
+    """Every second, this worker's pool usage into its gauges (a scrape reads every worker's last values)."""
+    while True:
+        meter.pool(*pool_usage(database))
+        await asyncio.sleep(1)
 
 
 def _presence_client(url: str) -> aioredis.Redis:
@@ -236,6 +273,8 @@ async def _close_sockets(app: TaxiApp) -> None:
 
 
 async def _close_worker(app: TaxiApp) -> None:
+    if app.ctx.sampler is not None:
+        app.ctx.sampler.cancel()
     locations = getattr(app.ctx, "locations", None)
     if locations is not None:
         await locations.close()

@@ -124,7 +124,10 @@ class Settings:
         DEFAULT_MEDIA_ROOT, "TAXI_MEDIA_ROOT", "where uploaded photos are stored (`<root>/photos/`)"
     )
     public_url: str | None = setting(
-        None, "TAXI_PUBLIC_URL", "when set (e.g. `https://api.example.com`), photo URLs are absolute under it"
+        None,
+        "TAXI_PUBLIC_URL",
+        "where clients reach the API, path prefix included (e.g. `https://api.example.com`). When set, photo URLs "
+        "and the trip list's `Link` are absolute under it; unset, they are relative (`/media/...`, `/api/trip/?...`)",
     )
     media_storage: str = setting(
         "local",
@@ -271,6 +274,18 @@ class Settings:
         "TAXI_BODY_GRACE",
         "seconds of slack a request body gets before `TAXI_BODY_MIN_RATE` counts (a stalled body gets 408 after it)",
         low=1,
+    )
+
+    metrics: bool = setting(
+        False,
+        "TAXI_METRICS",
+        "`1`: serve `GET /metrics` (Prometheus text format, summed over every worker of this server)",
+        shown="`0`",
+    )
+    metrics_token: str | None = setting(
+        None,
+        "TAXI_METRICS_TOKEN",
+        "when set, `GET /metrics` requires `Authorization: Bearer <this token>` (401 without it)",
     )
 
     @property

@@ -188,9 +188,10 @@ class SyncDB:
         pick_up: str = "A",
         drop_off: str = "B",
         age_seconds: float = 0,
+        created: datetime | None = None,
     ) -> str:
         trip_id = uuid.uuid4()
-        created = datetime.now(UTC) - timedelta(seconds=age_seconds)
+        created = created or datetime.now(UTC) - timedelta(seconds=age_seconds)
         stamp: Any = created.isoformat(timespec="microseconds") if self.url.is_sqlite else created
         self.execute(
             "INSERT INTO taxi_trip (id, created, updated, pick_up_address, drop_off_address, status, rider_id, "

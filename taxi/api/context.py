@@ -5,7 +5,9 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -15,6 +17,7 @@ from sanic.config import Config
 
 from taxi.config import Settings
 from taxi.realtime import Relay, Session
+from taxi.realtime.meter import NO_METER, Meter
 from taxi.security import TokenIssuer
 from taxi.services.accounts import Accounts
 from taxi.services.locations import Locations
@@ -42,6 +45,9 @@ class AppContext:
     presence: Presence = field(init=False)
     locations: Locations = field(init=False)
     redis: aioredis.Redis | None = field(init=False, default=None)
+    meter: Meter = field(init=False, default=NO_METER)  # the worker's metrics (Prometheus), or none
+    metrics_dir: Path | None = None  # where every worker's metric values are kept (TAXI_METRICS=1)
+    sampler: asyncio.Task[None] | None = field(init=False, default=None)  # the pool gauges' updater
 
 
 TaxiApp = Sanic[Config, AppContext]

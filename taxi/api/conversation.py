@@ -31,6 +31,7 @@ from taxi.protocol import (
     parse_envelope,
 )
 from taxi.realtime import Session
+from taxi.realtime.meter import NO_METER, Meter
 from taxi.services.accounts import Caller
 from taxi.services.locations import Locations
 from taxi.services.presence import Presence
@@ -40,6 +41,8 @@ from taxi.services.trips import Trips, require_driver, require_rider
 log = logging.getLogger("taxi.socket")
 
 POLICY_VIOLATION = 1008
+CLIENT_TYPES = frozenset({ECHO, CREATE_TRIP, UPDATE_TRIP, UPDATE_LOCATION, UPDATE_AVAILABILITY})  # counted by name
+UNPARSED = frozenset({"invalid_json", "invalid_message"})  # errors of a frame whose type could not be read
 # Who may send which message: checked before the message is parsed, so a wrong role hears "forbidden" first.
 ROLE_CHECKS: dict[str, Callable[[Caller], None]] = {
     CREATE_TRIP: require_rider,
@@ -58,7 +61,10 @@ class Conversation:
         trips: Trips,
         presence: Presence,
         locations: Locations,
+        *,
+        meter: Meter = NO_METER,
     ) -> None:
+        self.meter = meter
         self.caller = caller
         self.session = session
         self.events = events
@@ -72,10 +78,13 @@ class Conversation:
     async def handle(self, raw: str | bytes) -> None:
         try:
             kind, data = parse_envelope(raw)
+            self.meter.frame_in(kind)
             if (check := ROLE_CHECKS.get(kind)) is not None:
                 check(self.caller)
             await self.apply(parse_command(kind, data, self.caller.id, self.session.version))
         except ProtocolError as exc:
+            if exc.code in UNPARSED:
+                self.meter.frame_in("other")
             self.reply(error_frame(exc.code, exc.detail))
         except ValidationFailed as exc:
             self.reply(error_frame(exc.code, exc.detail, exc.errors))

@@ -48,8 +48,9 @@ async def taxi_socket(request: TaxiRequest, ws: WebsocketImplProtocol) -> None:
     caller: Caller = request.ctx.caller
     ctx = request.app.ctx
     version = protocol_version(request, ws)
-    session = session_for(ws, ctx.settings.ws_queue_size, f"user {caller.id}", caller.id, version)
+    session = session_for(ws, ctx.settings.ws_queue_size, f"user {caller.id}", caller.id, version, ctx.meter)
     ctx.relay.open(session)
+    ctx.meter.socket_opened(version)
     driver = caller.group == DRIVER
     try:
         try:
@@ -63,7 +64,9 @@ async def taxi_socket(request: TaxiRequest, ws: WebsocketImplProtocol) -> None:
         if driver:
             ctx.locations.connected(caller.id, open_trips)  # a driver's open trips are the ones it drives
         session.start()
-        conversation = Conversation(caller, session, ctx.events, ctx.trips, ctx.presence, ctx.locations)
+        conversation = Conversation(
+            caller, session, ctx.events, ctx.trips, ctx.presence, ctx.locations, meter=ctx.meter
+        )
         while not session.closed:
             raw = await ws.recv()
             if raw is None:
@@ -73,5 +76,6 @@ async def taxi_socket(request: TaxiRequest, ws: WebsocketImplProtocol) -> None:
         # The task is cancelled when the client goes away: cleanup must not await.
         ctx.relay.leave_all(session)
         session.stop()
+        ctx.meter.socket_closed(version)
         if driver:
             ctx.locations.disconnected(caller.id)

@@ -341,10 +341,14 @@ def _trip_paths(settings: Settings) -> dict[str, Any]:
         "/api/trip/": {
             "get": {
                 "tags": ["trips"],
-                "summary": "The trips the caller may see, newest first",
+                "summary": "The trips the caller may see, newest first, a page at a time",
                 "description": "A rider sees their own trips; a driver sees the trips they drive and the REQUESTED "
                 "trips they could accept: those without a pick-up location, and those whose pick-up is within "
-                f"{settings.dispatch_radius_m} m of the driver's fresh position.",
+                f"{settings.dispatch_radius_m} m of the driver's fresh position. The body is a bare array; when older "
+                'trips exist the response has `Link: <url>; rel="next"` (RFC 8288), the same query with a `cursor` '
+                "for the next page. Pages are stable while trips arrive: following the links shows every trip that "
+                "was visible when the first page was read exactly once (unless it stopped being visible meanwhile), "
+                "and none that arrived later.",
                 "operationId": "trip_list",
                 "security": _BEARER,
                 "parameters": [
@@ -354,10 +358,34 @@ def _trip_paths(settings: Settings) -> dict[str, Any]:
                         "required": False,
                         "schema": {"type": "integer", "minimum": 1, "maximum": settings.trip_list_max},
                         "description": f"at most this many trips (default {settings.trip_list_default})",
-                    }
+                    },
+                    {
+                        "name": "status",
+                        "in": "query",
+                        "required": False,
+                        "schema": {"type": "string", "enum": list(STATUSES)},
+                        "description": "only trips in this status",
+                    },
+                    {
+                        "name": "cursor",
+                        "in": "query",
+                        "required": False,
+                        "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-]+$"},
+                        "description": "where the page starts: opaque, taken from the `Link` of the page before (any "
+                        "other value is a 400 on `cursor`)",
+                    },
                 ],
                 "responses": {
-                    "200": _json({"type": "array", "items": _ref("Trip")}, "Trips"),
+                    "200": {
+                        **_json({"type": "array", "items": _ref("Trip")}, "Trips"),
+                        "headers": {
+                            "Link": {
+                                "schema": {"type": "string"},
+                                "description": '`<url>; rel="next"`, present when older trips exist. The url is '
+                                "relative to the request's unless TAXI_PUBLIC_URL is set, then absolute under it",
+                            }
+                        },
+                    },
                     "400": _INVALID,
                     "401": _UNAUTHENTICATED,
                     "503": _UNAVAILABLE,

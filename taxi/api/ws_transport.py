@@ -21,6 +21,7 @@ from websockets.server import ServerProtocol
 from websockets.typing import Subprotocol
 
 from taxi.realtime import Session
+from taxi.realtime.meter import NO_METER, Meter
 
 log = logging.getLogger("taxi.socket")
 
@@ -30,10 +31,19 @@ WRITTEN_FOR_SANIC = "25.12.1"
 INVALID_DATA_CLOSE = 1007  # RFC 6455 7.4.1: data inconsistent with the message type (text that is not UTF-8)
 
 
-def session_for(ws: WebsocketImplProtocol, queue_size: int, label: str, user: int, version: int) -> Session:
+def session_for(
+    ws: WebsocketImplProtocol, queue_size: int, label: str, user: int, version: int, meter: Meter = NO_METER
+) -> Session:
     """The outbound side of one socket: queued sends through Sanic, direct writes while the socket is idle."""
     return Session(
-        ws.send, ws.fail_connection, queue_size, label=label, write_now=direct_writer(ws), user=user, version=version
+        ws.send,
+        ws.fail_connection,
+        queue_size,
+        label=label,
+        write_now=direct_writer(ws),
+        user=user,
+        version=version,
+        meter=meter,
     )
 
 

@@ -9,13 +9,19 @@ import peewee
 import peewee_async
 import psycopg2
 from peewee_async.connection import connection_context
+from peewee_async.pool import AioPgPoolBackend
 
 from taxi.db.outage import is_lost_connection, outage_as_unavailable
 from taxi.db.statements import SQL
+from taxi.db.usage import CountingPool
 
 Work = Callable[[Any, Any], Awaitable[Any]]  # (connection, cursor) -> result
 
 _DRIVER_FAILURES = (RuntimeError, psycopg2.OperationalError, psycopg2.InterfaceError)
+
+
+class _CountingAioPgPool(CountingPool, AioPgPoolBackend):
+    """aiopg's pool, counting connections in use and waiters for the metrics."""
 
 
 class PostgresqlDatabase(peewee_async.PostgresqlDatabase):
@@ -26,6 +32,8 @@ class PostgresqlDatabase(peewee_async.PostgresqlDatabase):
       translate: it becomes an outage (503) like any other lost connection.
     - ``fetch`` runs a named read as a server-side prepared statement, planned once per connection.
     """
+
+    pool_backend_cls = _CountingAioPgPool
 
     async def aio_execute_sql(self, sql: str, params: Sequence[Any] | None = None, fetch_results: Any = None) -> Any:
         async def work(connection: Any, cursor: Any) -> Any:

@@ -17,6 +17,7 @@ from peewee_async.pool import PoolBackend
 from peewee_async.utils import ConnectionProtocol
 
 from taxi.db.outage import outage_as_unavailable
+from taxi.db.usage import CountingPool
 from taxi.geo import distance_m
 
 PRAGMAS = (
@@ -101,10 +102,14 @@ class SqlitePool(PoolBackend):
         self._idle = None
 
 
+class _CountingSqlitePool(CountingPool, SqlitePool):
+    """The SQLite pool, counting connections in use and waiters for the metrics."""
+
+
 class SqliteDatabase(peewee_async.SqliteDatabase):
     """peewee-async's SQLite database on our pool; an outage (a locked or unreadable file) is a 503."""
 
-    pool_backend_cls = SqlitePool
+    pool_backend_cls = _CountingSqlitePool
 
     async def aio_execute_sql(self, sql: str, params: Sequence[Any] | None = None, fetch_results: Any = None) -> Any:
         with outage_as_unavailable():

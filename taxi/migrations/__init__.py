@@ -85,6 +85,18 @@ _ACCOUNTS_SQLITE: tuple[str, ...] = (
     "ALTER TABLE taxi_user ADD COLUMN photo_thumbnail VARCHAR(255)",
     "ALTER TABLE taxi_user ADD COLUMN deleted_at TEXT",
 )
+# Trip history pages (taxi/paging.py): each list, with or without a status filter, reads its page in order from an
+# index after the keyset, however many trips the user has. A rider's list needs (rider_id, created, id); the
+# rider's index of migration 1 lacked id. With ?status= that index would walk every trip of the user until enough
+# match (a rider's one open trip behind 100,000 finished ones), so each role also gets (user, status, created, id).
+# That one cannot replace the first: its order is per status, and all statuses would need a sort of every trip.
+# (The driver's (driver_id, created, id) is migration 3's.) Writes to taxi_trip are locked while this runs.
+_HISTORY_INDEXES = (
+    "DROP INDEX taxi_trip_rider_created",
+    "CREATE INDEX taxi_trip_rider_created ON taxi_trip (rider_id, created DESC, id DESC)",
+    "CREATE INDEX taxi_trip_rider_status_created ON taxi_trip (rider_id, status, created DESC, id DESC)",
+    "CREATE INDEX taxi_trip_driver_status_created ON taxi_trip (driver_id, status, created DESC, id DESC)",
+)
 
 # Photo objects written but not (yet) referenced by a user, or being deleted: what a failure between the store and
 # the database would otherwise leave behind. A sweep removes the ones older than a grace period that no user names.
@@ -174,12 +186,18 @@ MIGRATIONS: tuple[Migration, ...] = (
     ),
     Migration(
         5,
+        "trip history indexes: each list in its order, also by status",
+        postgresql=_HISTORY_INDEXES,
+        sqlite=_HISTORY_INDEXES,
+    ),
+    Migration(
+        6,
         "photo thumbnails and deleted accounts",
         postgresql=_ACCOUNTS_POSTGRESQL,
         sqlite=_ACCOUNTS_SQLITE,
     ),
     Migration(
-        6,
+        7,
         "photo objects pending a reference or a deletion",
         postgresql=tuple(step.format(stamp="TIMESTAMPTZ") for step in _PENDING_MEDIA),
         sqlite=tuple(step.format(stamp="TEXT") for step in _PENDING_MEDIA),

@@ -16,6 +16,7 @@ from typing import Any, NamedTuple
 from taxi import db as dbm
 from taxi.domain import STARTED
 from taxi.geo import Point
+from taxi.paging import START, Keyset
 from taxi.queries.rows import select_list, split
 from taxi.queries.users import UserRow, load_active, user_columns
 from taxi.schemas import TripRequest, iso
@@ -78,25 +79,46 @@ def _select(trip_columns: dict[str, str], source: str = "taxi_trip") -> str:
 
 
 _NEWEST = "ORDER BY t.created DESC, t.id DESC LIMIT {limit}"
+# Keyset paging (taxi/paging.py): a page is the rows strictly before ({before_created}, {before_id}) in the list's
+# order, read from an index in that order (migration 5), so a deep page costs what the first one does.
+_BEFORE = "({alias}created, {alias}id) < ({{before_created}}, {{before_id}})"
 # A driver sees the REQUESTED trips it could accept and the trips they drive: a request without a pick-up point,
 # or one within {radius} metres of the driver's position ({lat}, {lng}; NULL when it has no fresh one, and then
 # no located request matches: the distance of NULL is NULL).
 _COULD_ACCEPT = "(pick_up_lat IS NULL OR taxi_distance_m(pick_up_lat, pick_up_lng, {lat}, {lng}) <= {radius})"
-# A driver sees every REQUESTED trip and the trips they drive. One WHERE with an OR would join, format and sort
-# every REQUESTED row before the LIMIT; instead each half is read newest first from its own index, at most
-# {limit} rows of it (the second half leaves out REQUESTED rows: no trip is counted twice), and only those are
-# joined and sorted. Same rows, same order (created, then id, both descending): migration 3 puts id in the indexes.
-_DRIVER_TRIPS = (
-    "(SELECT * FROM (SELECT * FROM taxi_trip WHERE status = 'REQUESTED' AND " + _COULD_ACCEPT + " "
-    "ORDER BY created DESC, id DESC LIMIT {limit}) open_requests "
-    "UNION ALL SELECT * FROM (SELECT * FROM taxi_trip WHERE driver_id = {me} AND status <> 'REQUESTED' "
-    "ORDER BY created DESC, id DESC LIMIT {limit}) driven)"
-)
-_VISIBLE_TO = {
-    "rider": ("taxi_trip", "WHERE t.rider_id = {me} "),
-    "driver": (_DRIVER_TRIPS, ""),
-}
-_PARAMETER = re.compile(r"\{(me|limit|lat|lng|radius)\}")
+
+
+def _driver_trips(by_status: bool) -> str:
+    """A driver sees every REQUESTED trip it could accept and the trips they drive. One WHERE with an OR would
+    join, format and sort every REQUESTED row before the LIMIT; instead each half is read newest first from its own
+    index, at most {limit} rows of it after the same keyset (the second half leaves out REQUESTED rows: no trip is
+    counted twice), and only those are joined and sorted. Same rows, same order (created, then id, descending).
+
+    With a status filter the requests half runs only when the status is REQUESTED: the condition has no column,
+    so PostgreSQL decides it once (a one-time filter) instead of testing every open request.
+    """
+    requested = "CAST({status} AS VARCHAR(20)) = 'REQUESTED' AND " if by_status else ""
+    driven = "status = {status} AND " if by_status else ""
+    before = _BEFORE.format(alias="")
+    return (
+        f"(SELECT * FROM (SELECT * FROM taxi_trip WHERE status = 'REQUESTED' AND {requested}{_COULD_ACCEPT} "
+        f"AND {before} ORDER BY created DESC, id DESC LIMIT {{limit}}) open_requests "
+        f"UNION ALL SELECT * FROM (SELECT * FROM taxi_trip WHERE driver_id = {{me}} AND status <> 'REQUESTED' "
+        f"AND {driven}{before} ORDER BY created DESC, id DESC LIMIT {{limit}}) driven)"
+    )
+
+
+def _visible_to(role: str, by_status: bool) -> tuple[str, str]:
+    """(source, WHERE) of the trips a user of ``role`` sees, optionally of one {status}, after the keyset."""
+    if role == "driver":
+        return _driver_trips(by_status), ""
+    status = "AND t.status = {status} " if by_status else ""
+    return "taxi_trip", f"WHERE t.rider_id = {{me}} {status}AND {_BEFORE.format(alias='t.')} "
+
+
+# Each list in two shapes, all statuses or one: separate statements, so each is planned for its own index.
+_LISTS = [(role, by_status) for role in ("rider", "driver") for by_status in (False, True)]
+_PARAMETER = re.compile(r"\{(me|limit|lat|lng|radius|status|before_created|before_id)\}")
 
 
 class _Named:
@@ -111,30 +133,34 @@ class _Named:
         return tuple(values[name] for name in self.order)
 
 
+def _list_name(role: str, by_status: bool) -> str:
+    return f"taxi_trip_list_{role}{'_status' if by_status else ''}"
+
+
 class _Reads:
     """The trip reads for one backend's column rendering."""
 
     def __init__(self, trip_columns: dict[str, str]) -> None:
         self.get = dbm.SQL(_select(trip_columns) + "WHERE t.id = {p}", name="taxi_trip_get")
         self.lists = {
-            role: _Named(_select(trip_columns, source) + where + _NEWEST, name=f"taxi_trip_list_{role}")
-            for role, (source, where) in _VISIBLE_TO.items()
+            key: _Named(_select(trip_columns, source) + where + _NEWEST, name=_list_name(*key))
+            for key, (source, where) in ((key, _visible_to(*key)) for key in _LISTS)
         }
         # PostgreSQL: the caller's liveness check and their trips in one round trip (LATERAL; SQLite has none):
         # no row at all means the caller is deleted, inactive or not of that role; NULL trip columns, no trips.
         me = f"SELECT {select_list(user_columns('u'), UserRow)}, x.* FROM taxi_user u LEFT JOIN LATERAL ("
         me_end = ") x ON TRUE WHERE u.id = {me} AND u.is_active"
         self.lists_me = {
-            role: _Named(
+            key: _Named(
                 me
                 + _select(trip_columns, source.replace("{me}", "u.id"))
                 + where.replace("{me}", "u.id")
                 + _NEWEST
                 + me_end
-                + f" AND u.role = '{role}'",
-                name=f"taxi_trip_list_{role}_me",
+                + f" AND u.role = '{key[0]}'",
+                name=_list_name(*key) + "_me",
             )
-            for role, (source, where) in _VISIBLE_TO.items()
+            for key, (source, where) in ((key, _visible_to(*key)) for key in _LISTS)
         }
         self.get_me = dbm.SQL(
             me + _select(trip_columns) + "WHERE t.id = {p}" + me_end.replace("{me}", "{p}"), name="taxi_trip_get_me"
@@ -197,30 +223,53 @@ class Reach(NamedTuple):
 NOWHERE = Reach(None, None, 0.0)
 
 
-async def visible_to(user_id: int, role: str, limit: int, reach: Reach = NOWHERE) -> list[TripRow]:
+def _list_args(
+    statement: _Named, user_id: int, limit: int, reach: Reach, status: str | None, before: Keyset
+) -> tuple[Any, ...]:
+    return statement.args(
+        me=user_id,
+        limit=limit,
+        lat=reach.lat,
+        lng=reach.lng,
+        radius=reach.radius,
+        status=status,
+        before_created=dbm.timestamp(before.created),
+        before_id=before.id.hex,
+    )
+
+
+async def visible_to(
+    user_id: int, role: str, limit: int, reach: Reach = NOWHERE, *, status: str | None = None, before: Keyset = START
+) -> list[TripRow]:
     """The newest trips a user of ``role`` may see: a rider's own; a driver's, and the requests it could accept
-    from where it is (``reach``)."""
-    statement = _reads().lists[role]
-    values = statement.args(me=user_id, limit=limit, lat=reach.lat, lng=reach.lng, radius=reach.radius)
+    from where it is (``reach``). Only trips of ``status`` if given; only those older than ``before``."""
+    statement = _reads().lists[role, status is not None]
+    values = _list_args(statement, user_id, limit, reach, status, before)
     return [_trip_row(row) for row in await dbm.fetch_all(statement.sql, values)]
 
 
 async def caller_and_visible(
-    user_id: int, role: str, limit: int, reach: Reach = NOWHERE
+    user_id: int, role: str, limit: int, reach: Reach = NOWHERE, *, status: str | None = None, before: Keyset = START
 ) -> tuple[UserRow, list[TripRow]] | None:
     """``visible_to`` and the caller (in one round trip on PostgreSQL); None unless the caller is an active ``role``."""
     if not dbm.is_postgresql():
         caller = await load_active(user_id)
         if caller is None or caller.group != role:
             return None
-        return caller, await visible_to(user_id, role, limit, reach)
-    statement = _reads().lists_me[role]
-    values = statement.args(me=user_id, limit=limit, lat=reach.lat, lng=reach.lng, radius=reach.radius)
-    rows = await dbm.fetch_all(statement.sql, values)
+        return caller, await visible_to(user_id, role, limit, reach, status=status, before=before)
+    statement = _reads().lists_me[role, status is not None]
+    rows = await dbm.fetch_all(statement.sql, _list_args(statement, user_id, limit, reach, status, before))
     if not rows:
         return None
     pairs = [_caller_and_trip(row) for row in rows]
     return pairs[0][0], [trip for _, trip in pairs if trip is not None]
+
+
+def list_statement_postgresql(role: str, by_status: bool) -> tuple[str, tuple[str, ...]]:
+    """The list statement PostgreSQL runs for ``role`` (with the caller's check), as PREPARE takes it, and the names
+    of its parameters in order: for scripts/explain_history, which shows its plans."""
+    statement = _PG.lists_me[role, by_status]
+    return statement.sql.numbered(), statement.order
 
 
 async def caller_and_trip(user_id: int, trip_id: uuid.UUID) -> tuple[UserRow, TripRow | None] | None:

@@ -23,6 +23,7 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from taxi.errors import BrokerUnavailable
+from taxi.realtime.meter import NO_METER, Meter
 
 log = logging.getLogger("taxi.realtime")
 
@@ -105,8 +106,10 @@ class RedisBroker:
         *,
         confirm_timeout: float = 5.0,
         publish_timeout: float = 2.0,
+        meter: Meter = NO_METER,
     ) -> None:
         self._url = url
+        self._meter = meter
         self._namespace = channel_namespace(url, prefix)
         self._prefix = f"{self._namespace}group:"
         self._control_channel = f"{self._namespace}control"
@@ -263,6 +266,7 @@ class RedisBroker:
         """redis-py resubscribed what it had: ask again for what failed while Redis was away, and drop what it
         resubscribed although its last member left meanwhile (that UNSUBSCRIBE was lost)."""
         self._down = False
+        self._meter.broker_reconnected()
         for channel in [channel for channel, fut in self._wanted.items() if _failed(fut)]:
             self._ask(channel)
         for channel in list(self._pubsub.channels):

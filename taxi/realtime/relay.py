@@ -5,17 +5,20 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from taxi.errors import BrokerUnavailable
 from taxi.realtime.broker import CONTROL, Broker, Deliver
 from taxi.realtime.envelope import unwrap, wrap
 from taxi.realtime.hub import Hub
+from taxi.realtime.meter import NO_METER, Meter
 from taxi.realtime.session import Session
 
 
 class Relay:
     """One per worker. ``make_broker`` gets the relay's ``deliver``, which the broker calls for each event."""
 
-    def __init__(self, hub: Hub, make_broker: Callable[[Deliver], Broker]) -> None:
+    def __init__(self, hub: Hub, make_broker: Callable[[Deliver], Broker], meter: Meter = NO_METER) -> None:
         self.hub = hub
+        self.meter = meter
         self.broker = make_broker(self.deliver)
         self.sessions: set[Session] = set()  # every open socket of this worker, in groups or not
 
@@ -99,7 +102,12 @@ class Relay:
             skip=skip,
             latest=latest,
         )
-        await self.broker.publish(group, payload)
+        try:
+            await self.broker.publish(group, payload)
+        except BrokerUnavailable:
+            self.meter.publish_failed()
+            raise
+        self.meter.published()
 
     def deliver(self, group: str, payload: str) -> int:
         """What the broker brings in: hand it to the local members, and forget a group that has ended."""
@@ -107,6 +115,7 @@ class Relay:
             return self._control(payload)
         envelope = unwrap(payload)
         count = self.hub.deliver(group, envelope)
+        self.meter.delivered(count)
         if envelope.end:
             for session in list(self.hub.members.get(group, ())):
                 self.leave(session, group)

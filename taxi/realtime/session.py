@@ -14,6 +14,8 @@ import logging
 import uuid
 from collections.abc import Awaitable, Callable
 
+from taxi.realtime.meter import NO_METER, Meter
+
 log = logging.getLogger("taxi.realtime")
 
 TOO_SLOW = 1013
@@ -32,6 +34,7 @@ class Session:
         "_abort",
         "_closing",
         "_latest",
+        "_meter",
         "_queue",
         "_send",
         "_size",
@@ -55,6 +58,7 @@ class Session:
         write_now: Callable[[str], bool] | None = None,
         user: int | None = None,
         version: int = 1,
+        meter: Meter = NO_METER,
     ) -> None:
         self.id = uuid.uuid4().hex
         self.label = label
@@ -71,6 +75,7 @@ class Session:
         self._started = False
         self._closing: tuple[int, str] | None = None
         self._write_now = write_now
+        self._meter = meter
 
     def start(self) -> None:
         """Allow writing (frames offered before this wait in the queue, in order)."""
@@ -87,12 +92,14 @@ class Session:
         # Nothing queued and the socket idle: write it now, without a task (the common case of a broadcast, where
         # this runs once per member). Order is kept: nothing is waiting ahead of it.
         if self._started and self._write_now is not None and self._idle() and self._write_now(text):
+            self._meter.frame_out(text)
             return True
         queue = self._queue
         if queue is None:
             queue = self._queue = collections.deque()
         if len(queue) >= self._size:
             log.warning("socket %s (%s) fell %d frames behind: disconnecting it", self.id[:8], self.label, self._size)
+            self._meter.slow_consumer()
             self.close(TOO_SLOW, "too slow: reconnect and fetch your trips again")
             return False
         queue.append(text)
@@ -106,6 +113,7 @@ class Session:
             return False
         direct = not self._latest and self._started and self._write_now is not None and self._idle()
         if direct and self._write_now is not None and self._write_now(text):
+            self._meter.frame_out(text)
             return True
         if self._latest is None:
             self._latest = {}
@@ -156,6 +164,7 @@ class Session:
                 else:
                     break
                 await self._send(text)
+                self._meter.frame_out(text)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the socket went away under us: the handler's cleanup follows

@@ -13,6 +13,7 @@ from typing import Any
 
 from taxi.domain import COMPLETED, DRIVER, IN_PROGRESS, REQUESTED, RIDER, STARTED, utcnow
 from taxi.errors import APIError, BrokerUnavailable, Conflict, NotFound, PermissionDenied
+from taxi.paging import START, Keyset
 from taxi.queries import trips as q
 from taxi.queries.trips import TripRow
 from taxi.schemas import TripRequest, iso
@@ -40,6 +41,14 @@ NEXT: dict[str, str] = {step.source: step.target for step in STEPS.values()}
 
 
 ACTIVE = (STARTED, IN_PROGRESS)
+
+
+@dataclass(frozen=True)
+class TripPage:
+    """One page of a trip list, and where the next (older) page starts: None when no older trip exists."""
+
+    trips: list[dict[str, Any]]
+    next: Keyset | None
 
 
 def trip_out(trip: TripRow, media_url: str | None, driver_location: Fix | None = None) -> dict[str, Any]:
@@ -132,18 +141,27 @@ class Trips:
         fix = (await self._fixes({user_id})).get(user_id)
         return q.Reach(fix.lat, fix.lng, self.presence.radius_m) if fix else q.NOWHERE
 
-    async def list_for_user(self, user_id: int, group: str, limit: int) -> list[dict[str, Any]]:
-        """The trips the user may see, newest first, at most ``limit``; 401 for a deleted or inactive user.
+    async def list_for_user(
+        self, user_id: int, group: str, limit: int, status: str | None = None, before: Keyset = START
+    ) -> TripPage:
+        """The trips the user may see, newest first, at most ``limit``, of ``status`` if given, older than
+        ``before``; 401 for a deleted or inactive user.
 
         ``group`` is the token's claim: it picks the statement that also checks the caller in the same round
         trip. The stored role decides: if it differs, the list is read again for the stored role.
         """
-        found = await q.caller_and_visible(user_id, group, limit, await self.reach(user_id, group))
+        # One row more than the page says whether an older page exists.
+        found = await q.caller_and_visible(
+            user_id, group, limit + 1, await self.reach(user_id, group), status=status, before=before
+        )
         if found is not None:
-            return await self.out_many(found[1])
-        caller = await active_user(user_id)
-        reach = await self.reach(caller.id, caller.group)
-        return await self.out_many(await q.visible_to(caller.id, caller.group, limit, reach))
+            rows = found[1]
+        else:
+            caller = await active_user(user_id)
+            reach = await self.reach(caller.id, caller.group)
+            rows = await q.visible_to(caller.id, caller.group, limit + 1, reach, status=status, before=before)
+        after = Keyset.of(rows[limit - 1].created, rows[limit - 1].id) if len(rows) > limit else None
+        return TripPage(await self.out_many(rows[:limit]), after)
 
     async def get_for_user(self, user_id: int, trip_id: uuid.UUID) -> TripRow:
         """The trip if the user may see it (404 alike for unknown and invisible); 401 for an inactive user."""

@@ -3,7 +3,9 @@
 A sign-up has rules that JSON Schema cannot state and the OpenAPI description states in words: password2 equals
 password1, a password is at most 72 bytes in UTF-8 (``maxLength`` counts characters), the username is not taken,
 the username keeps the rules its pattern cannot state, and a photo is an image file of one of the listed types (the coverage phase sends any bytes as "binary"). Positive
-sign-up cases are made to follow them (and a positive photo change gets an image); every other refusal of a schema-valid request is a failure of the run.
+sign-up cases are made to follow them (and a positive photo change gets an image). Likewise the trip list's ``cursor`` is whatever a previous page's Link gave
+(signed by the server): a positive case's cursor becomes one signed with the server's secret (``TAXI_FUZZ_SECRET``),
+at a random place. Every other refusal of a schema-valid request is a failure of the run.
 
 Negative multipart sign-ups are left out: a form sends every value as text, so a value schemathesis made invalid by
 its type often arrives valid (schemathesis 4.32 then reports a valid sign-up as "schema-violating request
@@ -14,12 +16,17 @@ from __future__ import annotations
 
 import io
 import itertools
+import os
+import random
+import uuid
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import schemathesis
 from PIL import Image
 
 from taxi import usernames
+from taxi.paging import Keyset, encode_cursor
 from taxi.schemas import MAX_USERNAME
 from taxi.security import BCRYPT_MAX_BYTES
 from taxi.services.media import FORMATS
@@ -39,7 +46,12 @@ def filter_case(ctx: Any, case: Any) -> bool:
 @schemathesis.hook
 def map_case(ctx: Any, case: Any) -> Any:
     meta = case.meta
-    if case.operation.path not in _PHOTO_FORMS or meta is None or not meta.generation.mode.is_positive:
+    if meta is None or not meta.generation.mode.is_positive:
+        return case
+    if case.operation.path == "/api/trip/" and isinstance(case.query, dict) and "cursor" in case.query:
+        place = Keyset(datetime.now(UTC) - timedelta(seconds=random.randrange(10**6)), uuid.uuid4())
+        case.query["cursor"] = encode_cursor(place, os.environ["TAXI_FUZZ_SECRET"])
+    if case.operation.path not in _PHOTO_FORMS:
         return case
     body = case.body
     if not isinstance(body, dict):

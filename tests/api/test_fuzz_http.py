@@ -26,6 +26,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from taxiload.harness import ServerProcess, call
+from tests.conftest import SECRET
 from tests.servers import server_env
 from tests.support import PASSWORD
 
@@ -155,7 +156,12 @@ def test_a_schemathesis_run_with_coverage_and_every_check_finds_nothing(api, tmp
         "--header",
         f"Authorization: Bearer {tokens['access']}",
     ]
-    env = {**os.environ, "SCHEMATHESIS_HOOKS": "tests.api.fuzz_hooks", "PYTHONPATH": str(ROOT)}
+    env = {
+        **os.environ,
+        "SCHEMATHESIS_HOOKS": "tests.api.fuzz_hooks",
+        "PYTHONPATH": str(ROOT),
+        "TAXI_FUZZ_SECRET": SECRET,  # the server's: the hooks sign the trip list's cursors with it
+    }
     run = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1800)
     print(run.stdout[-3000:])
     assert run.returncode == 0, run.stdout[-20000:] + run.stderr[-5000:]

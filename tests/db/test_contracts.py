@@ -27,7 +27,7 @@ from tests.support import SyncDB
 def test_our_sqlite_pool_implements_every_abstract_method_of_pool_backend():
     # SqlitePool subclasses PoolBackend; a new abstract method would make it uninstantiable at start-up.
     assert PoolBackend.__abstractmethods__ <= set(vars(SqlitePool))
-    assert dbm.SqliteDatabase.pool_backend_cls is SqlitePool
+    assert issubclass(dbm.SqliteDatabase.pool_backend_cls, SqlitePool)
 
 
 async def test_peewee_async_uses_the_pool_class_we_give_it(sqlite_url):

@@ -10,6 +10,7 @@ import pytest
 from taxi import db as dbm
 from taxi.domain import utcnow
 from taxi.geo import Point
+from taxi.paging import START, Keyset
 from taxi.queries import trips, users
 from taxi.schemas import TripRequest
 
@@ -120,6 +121,19 @@ async def store(trip_id, created, status, rider, driver):
     )
 
 
+async def pages(user_id, role, limit, status):
+    """Every trip of the list, read ``limit`` at a time, each page after the last trip of the one before."""
+    seen, before = [], START
+    while True:
+        page = await trips.visible_to(user_id, role, limit, status=status, before=before)
+        found = await trips.caller_and_visible(user_id, role, limit, status=status, before=before)
+        assert found is not None and found[1] == page
+        seen += [t.id for t in page]
+        if len(page) < limit:
+            return seen
+        before = Keyset.of(page[-1].created, page[-1].id)
+
+
 async def test_trip_lists_are_the_newest_visible_trips_with_ties_broken_by_id(connected):
     """A driver's list merges open requests and their own trips; a rider's is their own. Either way: exactly the
     visible trips, newest first, equal timestamps in descending id order, for every page size."""
@@ -135,6 +149,7 @@ async def test_trip_lists_are_the_newest_visible_trips_with_ties_broken_by_id(co
         trip_id = uuid.uuid4()
         await store(trip_id, created, status, rider, driver)
         stored.append((created, trip_id, status, rider.id if rider else None, driver.id if driver else None))
+    statuses = {str(t[1]): t[2] for t in stored}
     newest_first = sorted(stored, key=lambda t: (t[0], t[1]), reverse=True)
     expected = {("rider", user.id): [str(t[1]) for t in newest_first if t[3] == user.id] for user in riders} | {
         ("driver", user.id): [str(t[1]) for t in newest_first if t[2] == "REQUESTED" or t[4] == user.id]
@@ -146,6 +161,12 @@ async def test_trip_lists_are_the_newest_visible_trips_with_ties_broken_by_id(co
             assert [t.id for t in listed] == ids[:limit], (role, user_id, limit)
             caller, with_caller = await trips.caller_and_visible(user_id, role, limit)
             assert caller.id == user_id and with_caller == listed
+        # Page by page, each after the last row of the one before: the same trips in the same order, also within
+        # one status (ties are cut mid-page, and pages end in the middle of a tie).
+        for status in (None, "REQUESTED", "COMPLETED"):
+            wanted = [i for i in ids if status is None or statuses[i] == status]
+            for limit in (1, 3, 4, 7):
+                assert await pages(user_id, role, limit, status) == wanted, (role, user_id, limit, status)
     listed = await trips.visible_to(drivers[0].id, "driver", 40)
     assert {t.status for t in listed} == {"REQUESTED", "STARTED", "IN_PROGRESS", "COMPLETED"}
     assert all(t.driver_id in (None, drivers[0].id) for t in listed)
@@ -172,11 +193,10 @@ async def test_a_drivers_first_page_reads_a_page_of_trips_not_every_open_request
         (rider.id,),
     )
     await dbm.execute(dbm.SQL("ANALYZE taxi_trip"))
-    statement = trips._reads().lists["driver"]
+    statement = trips._reads().lists["driver", False]
     explain = dbm.SQL("EXPLAIN (ANALYZE, FORMAT JSON) " + statement.sql.template)
-    plan = (await dbm.fetch_all(explain, statement.args(me=driver.id, limit=1, lat=52.5, lng=13.4, radius=5000.0)))[0][
-        0
-    ]
+    values = trips._list_args(statement, driver.id, 1, trips.Reach(52.5, 13.4, 5000.0), None, START)
+    plan = (await dbm.fetch_all(explain, values))[0][0]
 
     def trip_rows_read(node):
         own = node["Actual Rows"] * node["Actual Loops"] if node.get("Relation Name") == "taxi_trip" else 0
