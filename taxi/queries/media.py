@@ -41,3 +41,23 @@ async def is_named(name: str) -> bool:
 async def users_with_photos(after_id: int, limit: int) -> list[tuple[int, str, str | None]]:
     """(id, photo, thumbnail) of users with a photo, by id after ``after_id``: a resumable walk over all photos."""
     return [(int(r[0]), str(r[1]), r[2]) for r in await dbm.fetch_all(_PHOTOS, (after_id, limit))]
+
+
+_UNSIZED = dbm.SQL(
+    "SELECT id, photo FROM taxi_user WHERE photo IS NOT NULL AND photo_thumbnail IS NULL AND id > {p} "
+    "ORDER BY id LIMIT {p}"
+)
+_SWAP = dbm.SQL(
+    "UPDATE taxi_user SET photo = {p}, photo_thumbnail = {p} "
+    "WHERE id = {p} AND photo IS NOT DISTINCT FROM {p} AND photo_thumbnail IS NOT DISTINCT FROM {p}"
+)
+
+
+async def users_without_thumbnail(after_id: int, limit: int) -> list[tuple[int, str]]:
+    """(id, photo) of users whose photo was stored before photos had sizes (no thumbnail), by id after ``after_id``."""
+    return [(int(r[0]), str(r[1])) for r in await dbm.fetch_all(_UNSIZED, (after_id, limit))]
+
+
+async def swap_photos(user_id: int, old: tuple[str | None, str | None], new: tuple[str, str]) -> bool:
+    """Replace a user's photos if they are still ``old``; False (nothing changed) if the user changed them since."""
+    return await dbm.execute(_SWAP, (*new, user_id, *old)) == 1
