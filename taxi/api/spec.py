@@ -25,6 +25,10 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
 
 _DETAIL = _ref("Detail")
 _UNAVAILABLE = _json(_DETAIL, "The database is unavailable; retry shortly (see Retry-After)")
+_PHOTO_UNAVAILABLE = {
+    **_json(_DETAIL, "The database or the photo store is unavailable; nothing was stored: retry after Retry-After"),
+    "headers": {"Retry-After": {"schema": {"type": "integer"}, "description": "seconds to wait"}},
+}
 _INVALID = _json(_ref("FieldErrors"), "Invalid input: messages per field, `non_field_errors` for the rest")
 _UNAUTHENTICATED = _json(_DETAIL, "Missing, invalid or expired access token, or the user is inactive")
 _TOO_LARGE = _json(_DETAIL, "The request body is over the size limit")
@@ -212,7 +216,7 @@ PATHS: dict[str, Any] = {
                 "400": _INVALID,
                 "413": _TOO_LARGE,
                 "429": _THROTTLED,
-                "503": _UNAVAILABLE,
+                "503": _PHOTO_UNAVAILABLE,
             },
         }
     },
@@ -315,6 +319,11 @@ PATHS: dict[str, Any] = {
                 "200": {
                     "description": "The image",
                     "content": {t: {"schema": {"type": "string", "format": "binary"}} for _, t in FORMATS.values()},
+                },
+                "302": {
+                    "description": "With TAXI_MEDIA_STORAGE=s3 (and no TAXI_MEDIA_PUBLIC_URL): the photo is in the "
+                    "bucket, at a presigned URL valid TAXI_S3_URL_LIFETIME seconds",
+                    "headers": {"Location": {"schema": {"type": "string"}, "description": "the presigned URL"}},
                 },
                 "404": _json(_DETAIL, "No such photo"),
             },
@@ -479,7 +488,7 @@ def _photo_paths(settings: Settings) -> dict[str, Any]:
                     "400": _INVALID,
                     "401": _UNAUTHENTICATED,
                     "413": _TOO_LARGE,
-                    "503": _UNAVAILABLE,
+                    "503": _PHOTO_UNAVAILABLE,
                 },
             }
         }
