@@ -180,6 +180,35 @@ def _without(cur: Any, index: str, user: int, case: Case, runs: int, full: bool,
         cur.execute("ROLLBACK")
 
 
+_STATUS_INDEXES = ("taxi_trip_rider_status_created", "taxi_trip_driver_status_created")
+
+
+def _write_cost(cur: Any, rider: int, driver: int, trips: int, drop: tuple[str, ...]) -> tuple[float, float]:
+    """Milliseconds to insert ``trips`` trips and then move each along one status (as a trip's life does three
+    times), in a transaction rolled back, with the indexes ``drop`` dropped first."""
+    cur.execute("BEGIN")
+    try:
+        for index in drop:
+            cur.execute(f"DROP INDEX {index}")
+        began = time.perf_counter()
+        cur.execute(
+            "INSERT INTO taxi_trip (id, created, updated, pick_up_address, drop_off_address, status, rider_id) "
+            "SELECT gen_random_uuid(), now() + g * interval '1 ms', now(), 'A', 'B', 'REQUESTED', %s "
+            "FROM generate_series(1, %s) g",
+            (rider, trips),
+        )
+        inserted = time.perf_counter()
+        cur.execute(
+            "UPDATE taxi_trip SET status = 'STARTED', driver_id = %s, updated = now() "
+            "WHERE rider_id = %s AND status = 'REQUESTED'",
+            (driver, rider),
+        )
+        done = time.perf_counter()
+    finally:
+        cur.execute("ROLLBACK")
+    return (inserted - began) * 1000, (done - inserted) * 1000
+
+
 def cli(doc: str | None) -> None:
     parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--trips", type=int, default=100_000, help="trips of the rider, and of the driver")
@@ -212,5 +241,17 @@ def cli(doc: str | None) -> None:
             _without(cur, "taxi_trip_rider_status_created", user, case, args.runs, args.full, "a")
             user, case = rider_cases["rider: first page, all statuses"]
             _without(cur, "taxi_trip_rider_created", user, case, args.runs, args.full, "b")
+            writes, rounds = 20_000, 5
+            print(f"\n## What the two status indexes cost: {writes} new trips, then each accepted (rolled back)")
+            costs: dict[str, list[tuple[float, float]]] = {"with them": [], "without them": []}
+            for _ in range(rounds):  # alternating, so a busy moment of the machine hurts both
+                costs["with them"].append(_write_cost(cur, rider, driver, writes, ()))
+                costs["without them"].append(_write_cost(cur, rider, driver, writes, _STATUS_INDEXES))
+            for label, runs in costs.items():
+                inserts, accepts = sorted(r[0] for r in runs), sorted(r[1] for r in runs)
+                print(
+                    f"{label:13} insert: best {inserts[0]:.0f} ms, median {statistics.median(inserts):.0f} ms; "
+                    f"accept: best {accepts[0]:.0f} ms, median {statistics.median(accepts):.0f} ms ({rounds} rounds)"
+                )
         finally:
             conn.close()
