@@ -213,6 +213,13 @@ class Settings:
         "largest WebSocket message a client may send, bytes; a larger one closes the socket with 1009",
         low=1024,
     )
+    ws_messages_per_s: int = setting(
+        20,
+        "TAXI_WS_MESSAGES_PER_S",
+        "messages a socket may send per second, in bursts of up to twice that (`update.location` excepted); "
+        "more get `rate_limited`. Over ten times this many every second for 10 s closes the socket with 1008",
+        low=1,
+    )
     dispatch_radius_m: int = setting(
         5000,
         "TAXI_DISPATCH_RADIUS_M",

@@ -55,6 +55,13 @@ class AuthenticationFailed(APIError):
         return {"WWW-Authenticate": 'Bearer realm="api"'}
 
 
+class TokenRefused(APIError):
+    """A token presented on an open socket (``authenticate``) was refused; the socket keeps the token it had."""
+
+    status = 401
+    code = "unauthorized"
+
+
 class PermissionDenied(APIError):
     status = 403
     code = "forbidden"

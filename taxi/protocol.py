@@ -26,8 +26,14 @@ ERROR = "error"
 UPDATE_LOCATION = "update.location"
 UPDATE_AVAILABILITY = "update.availability"
 DRIVER_LOCATION = "driver.location"
+# A version 2 socket is held to its access token: it renews it with AUTHENTICATE (answered AUTHENTICATED with the new
+# expiry, or an ``unauthorized`` error), else it is closed with 4001 when the token expires.
+AUTHENTICATE = "authenticate"
+AUTHENTICATED = "authenticated"
 V2_SUBPROTOCOL = "taxi.v2"
-V2_TYPES = (UPDATE_LOCATION, UPDATE_AVAILABILITY)
+V2_TYPES = (UPDATE_LOCATION, UPDATE_AVAILABILITY, AUTHENTICATE)
+# Sent instead of processing a message over the socket's rate (TAXI_WS_MESSAGES_PER_S), on both versions.
+RATE_LIMITED = "rate_limited"
 
 
 class ProtocolError(Exception):
@@ -66,7 +72,12 @@ class UpdateAvailability:
     available: bool
 
 
-Command = Echo | CreateTrip | UpdateTrip | UpdateLocation | UpdateAvailability
+@dataclass(frozen=True)
+class Authenticate:
+    token: str
+
+
+Command = Echo | CreateTrip | UpdateTrip | UpdateLocation | UpdateAvailability | Authenticate
 
 
 def frame(kind: str, data: Any) -> str:
@@ -132,6 +143,11 @@ def parse_command(kind: str, data: Any, caller_id: int, version: int = 1) -> Com
 def _parse_v2(kind: str, body: dict[str, Any]) -> Command:
     if kind == UPDATE_LOCATION:
         return UpdateLocation(parse_location_fix(body))
+    if kind == AUTHENTICATE:
+        token = body.get("token")
+        if not isinstance(token, str):
+            raise ValidationFailed.field("token", f"Expected an access token (a string), got {type(token).__name__}.")
+        return Authenticate(token)
     available = body.get("available")
     if not isinstance(available, bool):
         raise ValidationFailed.field("available", f"Expected true or false, got {type(available).__name__}.")

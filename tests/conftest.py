@@ -23,8 +23,8 @@ from taxi import db as dbm
 from taxi.app import TaxiApp, create_app
 from taxi.config import DatabaseURL, Settings
 from taxi.migrations import migrate
-from taxiload.harness import PrivateRedis, free_port
-from tests.support import SyncDB
+from taxiload.harness import PrivateRedis
+from tests.support import SyncDB, close_loop, serving_app
 
 RUN_ID = f"{os.getpid()}_{secrets.token_hex(3)}"
 PG_HOST = os.environ.get("TAXI_TEST_PG_HOST", "127.0.0.1")
@@ -37,16 +37,14 @@ Sanic.test_mode = True
 
 
 def _close_loop_on_exit(exit_client: Any) -> Any:
-    """sanic-testing 24.6.0's ReusableClient makes a new event loop per client and never closes it: three file
-    descriptors (epoll and a socket pair) per test. Past descriptor 1023 aiopg's select() raises ValueError, and every
-    later PostgreSQL test fails. Close the loop when the client is done with it."""
+    """``serving_app`` closes its client's loop; so does every ReusableClient a test makes itself, through this
+    (each left open costs three descriptors, and past 1023 aiopg's select() fails: see ``serving_app``)."""
 
     def __exit__(self: ReusableClient, *exc: object) -> Any:
         try:
             return exit_client(self, *exc)
         finally:
-            if not self._loop.is_closed():
-                self._loop.close()
+            close_loop(self._loop)
 
     return __exit__
 
@@ -163,7 +161,7 @@ def app(settings: Settings) -> TaxiApp:
 @pytest.fixture
 def client(app: TaxiApp) -> Iterator[ReusableClient]:
     """A real server for this test (sanic-testing), reused by every request the test makes."""
-    with ReusableClient(app, port=free_port()) as client:
+    with serving_app(app) as client:
         yield client
 
 

@@ -15,9 +15,11 @@ from typing import Any, TypeVar, overload
 
 import psycopg2
 from PIL import Image
+from sanic import Sanic
+from sanic_testing.reusable import ReusableClient
 
 from taxi.config import DatabaseURL
-from taxiload.harness import TIMEOUT_SCALE
+from taxiload.harness import TIMEOUT_SCALE, free_port
 
 PASSWORD = "pAssw0rd!"
 # One scale for every wait in the tests: raise it on a slow machine instead of editing numbers.
@@ -230,3 +232,32 @@ def log_in(client: Any, username: str, password: str = PASSWORD) -> dict[str, st
 
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
+
+
+@contextlib.contextmanager
+def serving_app(app: Sanic[Any, Any]) -> Iterator[ReusableClient]:
+    """A real server for ``app`` (sanic-testing's reusable client) whose event loop is closed afterwards.
+
+    ReusableClient leaves its loop open: an epoll and a socket pair per test. A whole run of them went past 1024
+    descriptors, where aiopg's ``select()`` fails ("filedescriptor out of range") in whatever test comes next.
+    """
+    client = ReusableClient(app, port=free_port())
+    try:
+        with client:
+            yield client
+    finally:
+        close_loop(client._loop)
+
+
+def close_loop(loop: asyncio.AbstractEventLoop) -> None:
+    """Finish what is left on a test server's loop (tasks cancelled, generators and executor shut), then close it."""
+    if loop.is_closed():
+        return
+    pending = [task for task in asyncio.all_tasks(loop) if not task.done()]
+    for task in pending:
+        task.cancel()
+    if pending:
+        loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+    loop.run_until_complete(loop.shutdown_asyncgens())
+    loop.run_until_complete(loop.shutdown_default_executor())
+    loop.close()

@@ -7,7 +7,17 @@ import uuid
 import pytest
 
 from taxi.errors import PermissionDenied, ValidationFailed
-from taxi.protocol import CreateTrip, Echo, ProtocolError, UpdateTrip, error_frame, frame, parse_command, parse_envelope
+from taxi.protocol import (
+    Authenticate,
+    CreateTrip,
+    Echo,
+    ProtocolError,
+    UpdateTrip,
+    error_frame,
+    frame,
+    parse_command,
+    parse_envelope,
+)
 
 
 def test_envelopes_parse_or_say_what_is_wrong():
@@ -46,3 +56,13 @@ def test_frames_are_the_reference_envelope():
     assert error_frame("invalid", "bad", {"f": ["m"]}) == (
         '{"type":"error","data":{"code":"invalid","detail":"bad","fields":{"f":["m"]}}}'
     )
+
+
+def test_authenticate_is_a_version_2_message_carrying_a_token():
+    assert parse_command("authenticate", {"token": "abc"}, 7, version=2) == Authenticate("abc")
+    with pytest.raises(ProtocolError) as caught:
+        parse_command("authenticate", {"token": "abc"}, 7)
+    assert caught.value.code == "unknown_type" and "version 2" in caught.value.detail
+    for data in ({}, {"token": 5}, "abc", None):
+        with pytest.raises(ValidationFailed):
+            parse_command("authenticate", data, 7, version=2)

@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import secrets
+from collections.abc import Iterator
 from typing import Any
 
 import websockets
 from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import ConnectionClosed
 
+from taxi.app import create_app
+from taxi.config import Settings
 from taxiload.harness import TIMEOUT_SCALE
-from tests.support import bearer, log_in, sign_up
+from tests.support import bearer, log_in, serving_app, sign_up
 
 WAIT = 5 * TIMEOUT_SCALE
 
@@ -51,6 +57,18 @@ async def silent(ws: ClientConnection, seconds: float = 0.3) -> bool:
     raise AssertionError(f"expected silence, got {msg!r}")
 
 
+async def closed(ws: ClientConnection, timeout: float = WAIT) -> tuple[list[dict[str, Any]], int | None, str | None]:
+    """Everything the socket still receives until the server closes it, then the close code and reason (None, None
+    when the connection dropped without a close frame)."""
+    frames: list[dict[str, Any]] = []
+    try:
+        while True:
+            frames.append(await recv(ws, timeout))
+    except ConnectionClosed as exc:
+        rcvd = exc.rcvd
+        return frames, rcvd.code if rcvd else None, rcvd.reason if rcvd else None
+
+
 async def still_open(ws: ClientConnection) -> None:
     """The socket answers an echo: it is open and its reader is working."""
     reply = await ask(ws, "echo.message", {"ping": 1})
@@ -74,6 +92,14 @@ class Live:
 
     def get(self, path: str, token: str):
         return self.client.get(path, headers=bearer(token))[1]
+
+
+@contextlib.contextmanager
+def serving(settings: Settings) -> Iterator[Live]:
+    """A test server of its own for ``settings`` (when a test needs settings the shared fixtures do not have)."""
+    app = create_app(settings, name=f"taxi_{secrets.token_hex(4)}")
+    with serving_app(app) as client:
+        yield Live(client)
 
 
 def trip_request(pick_up: str = "A", drop_off: str = "B", **extra: Any) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from sanic.config import Config
 from taxi.config import Settings
 from taxi.realtime import Relay, Session
 from taxi.realtime.meter import NO_METER, Meter
+from taxi.realtime.pace import MessageLimit
 from taxi.security import TokenIssuer
 from taxi.services.accounts import Accounts
 from taxi.services.locations import Locations
@@ -48,6 +49,10 @@ class AppContext:
     meter: Meter = field(init=False, default=NO_METER)  # the worker's metrics (Prometheus), or none
     metrics_dir: Path | None = None  # where every worker's metric values are kept (TAXI_METRICS=1)
     sampler: asyncio.Task[None] | None = field(init=False, default=None)  # the pool gauges' updater
+    message_limit: MessageLimit = field(init=False)  # every socket's rate (TAXI_WS_MESSAGES_PER_S)
+
+    def __post_init__(self) -> None:
+        self.message_limit = MessageLimit(self.settings.ws_messages_per_s)
 
 
 TaxiApp = Sanic[Config, AppContext]

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from taxi.api.context import TaxiRequest
-from taxi.errors import AuthenticationFailed
+from taxi.errors import AuthenticationFailed, TokenRefused
 from taxi.security import ACCESS
 from taxi.services.accounts import Caller, active_user
 
@@ -33,7 +33,28 @@ def access_claims(request: TaxiRequest, token: str | None) -> dict[str, Any]:
 
 async def authenticate_token(request: TaxiRequest, token: str | None) -> Caller:
     """The active user an access token names; raise AuthenticationFailed otherwise."""
-    return await active_user(access_claims(request, token)["id"])
+    caller, _ = await authenticate_claims(request, token)
+    return caller
+
+
+async def authenticate_claims(request: TaxiRequest, token: str | None) -> tuple[Caller, dict[str, Any]]:
+    """The active user an access token names, and the token's claims; raise AuthenticationFailed otherwise."""
+    claims = access_claims(request, token)
+    return await active_user(claims["id"]), claims
+
+
+async def renewed_claims(request: TaxiRequest, user_id: int, token: str | None) -> dict[str, Any]:
+    """The claims of ``token`` when it may renew a socket of ``user_id``: an access token the guard accepts, of
+    that same user. TokenRefused otherwise (the socket keeps its current token); AuthenticationFailed, as on every
+    write, when the user was deactivated since connecting."""
+    try:
+        claims = access_claims(request, token)
+    except AuthenticationFailed as exc:
+        raise TokenRefused(exc.detail) from None
+    if claims["id"] != user_id:
+        raise TokenRefused("Token belongs to another user: a socket can only be renewed by its own user.")
+    await active_user(user_id)
+    return claims
 
 
 async def authenticate(request: TaxiRequest) -> Caller:

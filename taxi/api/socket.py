@@ -15,7 +15,8 @@ from sanic.server.websockets.impl import WebsocketImplProtocol
 
 from taxi.api.context import TaxiRequest
 from taxi.api.conversation import Conversation
-from taxi.api.guard import authenticate_token
+from taxi.api.guard import authenticate_claims
+from taxi.api.socket_token import SocketToken
 from taxi.api.ws_transport import refuse_invalid_utf8, session_for
 from taxi.domain import DRIVER
 from taxi.errors import BrokerUnavailable, ServiceUnavailable, ValidationFailed
@@ -32,7 +33,8 @@ UNAVAILABLE_CLOSE = 1013
 @bp.on_request
 async def handshake_guard(request: TaxiRequest) -> None:
     """Runs before the upgrade: a bad token gets a plain 401, never an accepted-then-dropped socket."""
-    request.ctx.caller = await authenticate_token(request, request.args.get("token"))
+    request.ctx.caller, claims = await authenticate_claims(request, request.args.get("token"))
+    request.ctx.token_exp = claims["exp"]  # a version 2 socket is closed when its token expires
     asked = request.get_args(keep_blank_values=True).getlist("protocol")
     if asked not in ([], ["1"], ["2"]):
         raise ValidationFailed.field("protocol", f"Must be 1 or 2, got {', '.join(asked)[:32]!r}.")
@@ -52,7 +54,10 @@ async def taxi_socket(request: TaxiRequest, ws: WebsocketImplProtocol) -> None:
     ctx.relay.open(session)
     ctx.meter.socket_opened(version)
     driver = caller.group == DRIVER
+    token = SocketToken(request, caller.id, session) if version >= 2 else None
     try:
+        if token is not None:
+            token.hold(request.ctx.token_exp)
         try:
             open_trips = await ctx.trips.open_trip_ids(caller)
             await ctx.events.connected(session, caller.group, open_trips)
@@ -65,7 +70,15 @@ async def taxi_socket(request: TaxiRequest, ws: WebsocketImplProtocol) -> None:
             ctx.locations.connected(caller.id, open_trips)  # a driver's open trips are the ones it drives
         session.start()
         conversation = Conversation(
-            caller, session, ctx.events, ctx.trips, ctx.presence, ctx.locations, meter=ctx.meter
+            caller,
+            session,
+            ctx.events,
+            ctx.trips,
+            ctx.presence,
+            ctx.locations,
+            meter=ctx.meter,
+            limit=ctx.message_limit,
+            token=token,
         )
         while not session.closed:
             raw = await ws.recv()
@@ -77,5 +90,7 @@ async def taxi_socket(request: TaxiRequest, ws: WebsocketImplProtocol) -> None:
         ctx.relay.leave_all(session)
         session.stop()
         ctx.meter.socket_closed(version)
+        if token is not None:
+            token.release()
         if driver:
             ctx.locations.disconnected(caller.id)

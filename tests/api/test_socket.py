@@ -414,7 +414,8 @@ def test_a_client_that_stops_reading_is_disconnected_without_delaying_others(dep
     from taxi.app import create_app
     from taxiload.harness import free_port
 
-    settings = dataclasses.replace(deployment, ws_queue_size=8)
+    # The stalled client sends faster than the rate limit allows: it must get its echoes, not rate_limited.
+    settings = dataclasses.replace(deployment, ws_queue_size=8, ws_messages_per_s=100_000)
     app = create_app(settings, name=f"taxi_slow_{uuid.uuid4().hex[:6]}")
     with ReusableClient(app, port=free_port()) as client:
         live = Live(client)
