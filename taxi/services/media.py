@@ -10,6 +10,7 @@ store and the database leaves a note, and ``sweep`` later removes what no user n
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import datetime as dt
 import logging
 import os
@@ -123,6 +124,10 @@ _REMOVAL_ERRORS = (ServiceUnavailable, OSError)
 SWEEP_GRACE = dt.timedelta(minutes=10)  # far longer than any upload takes between its write and its user's row
 SWEEP_INTERVAL = 60.0  # seconds between two sweeps of one worker
 SWEEP_BATCH = 100
+# Photos are decoded and encoded by one thread per worker process. Pillow releases the GIL, so more threads would
+# run at once and take the cores from the event loop (a worker per core is the deployment's shape): the loop's
+# latency, not the photo throughput, would pay. Uploads beyond one wait their turn in the queue of this pool.
+PHOTO_THREADS = 1
 SWEEP_BATCHES = 10
 
 
@@ -134,6 +139,7 @@ class Media:
         self.max_bytes = max_bytes
         self.max_pixels = max_pixels
         self._sweeper: asyncio.Task[None] | None = None
+        self._pillow: concurrent.futures.ThreadPoolExecutor | None = None
 
     async def start(self, sweep_every: float | None = SWEEP_INTERVAL) -> None:
         """Open the store on this worker's loop, and sweep leftovers now and then (None: never)."""
@@ -146,13 +152,18 @@ class Media:
             self._sweeper.cancel()
             await asyncio.gather(self._sweeper, return_exceptions=True)
             self._sweeper = None
+        if self._pillow is not None:
+            self._pillow.shutdown(wait=False, cancel_futures=True)
+            self._pillow = None
         await self.store.stop()
 
     async def store_photo(self, body: bytes) -> Photos:
         """Check, re-encode and store an upload in both sizes; return their media-relative names
         (``photos/<hex>.<ext>``), still pending until ``settle`` says a user names them."""
+        if self._pillow is None:
+            self._pillow = concurrent.futures.ThreadPoolExecutor(PHOTO_THREADS, thread_name_prefix="photos")
         loop = asyncio.get_running_loop()
-        clean = await loop.run_in_executor(None, clean_image, body, self.max_bytes, self.max_pixels)
+        clean = await loop.run_in_executor(self._pillow, clean_image, body, self.max_bytes, self.max_pixels)
         names = [f"{secrets.token_hex(16)}.{clean.extension}" for _ in range(2)]
         values = [f"{PHOTO_DIR}/{name}" for name in names]
         await pending.add_pending(values, utcnow())  # the database away: a 503 before anything is written
