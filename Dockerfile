@@ -41,7 +41,7 @@ EXPOSE 8000
 HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \
     CMD ["python", "-c", "import json, sys, urllib.request; r = urllib.request.urlopen('http://127.0.0.1:8000/api/health/', timeout=3); sys.exit(0 if r.status == 200 and json.load(r).get('status') == 'ok' else 1)"]
 
-# Exec form, and the script execs Sanic: the Sanic main process is PID 1 and gets `docker stop`'s
-# SIGTERM itself, alone. A SIGTERM to the whole process group would make Sanic's main process exit 1
-# ("Broken pipe") instead of 0: see docs/pitfalls.md, "Signal the main process only".
+# Exec form, and the script execs the launcher (python -m taxi.launch): the server's main process is PID 1
+# and gets `docker stop`'s SIGTERM itself; it stops its workers and exits 0 (docs/pitfalls.md, "Starting and
+# stopping").
 ENTRYPOINT ["docker-entrypoint.sh"]

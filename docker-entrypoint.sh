@@ -3,9 +3,9 @@
 #
 # With arguments, run them instead (a one-off command in the image, e.g. `python -m taxi migrate` or `sh`).
 # Without, migrate (safe from several containers at once: it holds a PostgreSQL advisory lock) and then
-# `exec` Sanic, so that it replaces this shell as PID 1 and `docker stop`'s SIGTERM reaches Sanic's main
-# process directly; it then stops its workers itself. Signalling the whole process group instead
-# breaks Sanic's shutdown (docs/pitfalls.md, "Starting and stopping").
+# `exec` the supervised launcher (taxi/launch.py), so that it replaces this shell as PID 1 and `docker stop`'s
+# SIGTERM reaches it directly; it stops its workers itself, within TAXI_SHUTDOWN_TIMEOUT + 1 seconds, and
+# replaces a worker that dies (docs/pitfalls.md, "Starting and stopping").
 set -eu
 
 if [ "$#" -gt 0 ]; then
@@ -14,4 +14,4 @@ fi
 
 python -m taxi migrate
 
-exec sanic taxi.app:create_app --factory --host 0.0.0.0 --port 8000 --workers "${TAXI_WORKERS:-2}" --no-motd
+exec python -m taxi.launch --host 0.0.0.0 --port 8000 --workers "${TAXI_WORKERS:-2}"

@@ -15,7 +15,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from sanic import Sanic
 from sanic_ext import openapi
 
-from taxi import __version__
+from taxi import __version__, logs, supervise
 from taxi import db as dbm
 from taxi import metrics as metricsm
 from taxi.api import auth, connection, drivers, health, me, media, observe, socket, trips
@@ -52,10 +52,12 @@ def create_app(settings: Settings | object | None = None, name: str = "taxi") ->
 
     The Sanic CLI calls factories with its parsed arguments; anything but Settings means "from the environment".
     """
-    _log_to_stderr()
-    if not isinstance(settings, Settings):
-        settings = Settings.from_env()
+    with logs.held() as early:
+        if not isinstance(settings, Settings):
+            settings = Settings.from_env()
     app: TaxiApp = Sanic(name, error_handler=JSONErrorHandler(), ctx=_context(settings))
+    _configure_logging(settings.log_format)  # after Sanic(): building an app resets Sanic's own loggers
+    logs.replay(early)
     _configure(app, settings)
 
     allow_no_subprotocol()  # the socket offers the taxi.v2 subprotocol; the reference client offers none
@@ -65,8 +67,10 @@ def create_app(settings: Settings | object | None = None, name: str = "taxi") ->
     app.ext.openapi.raw(build_spec(settings))
     add_response_headers(app, cors=bool(settings.cors_origins))
 
-    if settings.metrics:
-        _measure(app)
+    observe.install(app, _measure(app) if settings.metrics else None, settings.access_log)
+    supervise.protect_sync_manager()  # in the main process
+    supervise.protect_worker_stop()  # in each worker
+    app.register_listener(_supervise, "main_process_ready")
     app.register_listener(_check_deployment, "main_process_start")
     app.register_listener(connection.install, "main_process_start")  # slow-client limits, bad request lines
     app.register_listener(_open_worker, "before_server_start")
@@ -125,19 +129,14 @@ class _QuietClientErrors(logging.Filter):
         return True
 
 
-def _log_to_stderr() -> None:
-    """Give the ``taxi`` loggers a handler shaped like Sanic's, once per process (Sanic only configures its own)."""
+def _configure_logging(log_format: str) -> None:
+    """One masked formatter (text or JSON) for every logger of this process (``taxi.logs``)."""
     # The websockets library logs every close at INFO: one line per socket, thousands an hour. Warnings stay.
     logging.getLogger("websockets.server").setLevel(logging.WARNING)
     sanic_errors = logging.getLogger("sanic.error")
     if not any(isinstance(f, _QuietClientErrors) for f in sanic_errors.filters):
         sanic_errors.addFilter(_QuietClientErrors())
-    logger = logging.getLogger("taxi")
-    if not logger.handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(asctime)s [%(process)d] %(levelname)s %(name)s: %(message)s"))
-        logger.addHandler(handler)
-        logger.setLevel(logging.INFO)
+    logs.configure(log_format)
 
 
 def _configure(app: TaxiApp, settings: Settings) -> None:
@@ -147,6 +146,7 @@ def _configure(app: TaxiApp, settings: Settings) -> None:
     config.WEBSOCKET_MAX_SIZE = settings.ws_max_frame
     config.NOISY_EXCEPTIONS = False
     config.ACCESS_LOG = False
+    config.GRACEFUL_SHUTDOWN_TIMEOUT = settings.shutdown_timeout  # then open connections are dropped
     config.PROXIES_COUNT = settings.proxies_count  # behind a load balancer: trust its X-Forwarded-For
     if settings.cors_origins:
         config.CORS_ORIGINS = list(settings.cors_origins)
@@ -164,6 +164,11 @@ def _configure(app: TaxiApp, settings: Settings) -> None:
         description="Ride-sharing API: accounts, trips and photos over REST; trip events over the /taxi/ WebSocket.",
     )
     app.ext.openapi.add_security_scheme("token", "http", scheme="bearer", bearer_format="JWT")
+
+
+async def _supervise(app: TaxiApp) -> None:
+    """In the main process, once the worker manager exists: replace dead workers, and bound every stop."""
+    supervise.install(app, grace=app.ctx.settings.shutdown_timeout + 1)
 
 
 async def _check_deployment(app: TaxiApp) -> None:
@@ -222,14 +227,13 @@ async def _open_worker(app: TaxiApp) -> None:
         app.ctx.sampler = asyncio.create_task(_sample_pool(app.ctx.meter, app.ctx.database), name="pool-gauges")
 
 
-def _measure(app: TaxiApp) -> None:
+def _measure(app: TaxiApp) -> metricsm.PrometheusMeter:
     """TAXI_METRICS=1: this process's meter, ``GET /metrics``, and the directory every worker writes its values to
     (made by the main process, which names it in the environment its workers inherit, and removes it at the end)."""
     directory, created = metricsm.use_directory()
     app.ctx.metrics_dir = directory
     meter = metricsm.PrometheusMeter(CLIENT_TYPES)
     app.ctx.meter = meter
-    observe.measure_requests(app, meter)
     app.blueprint(observe.bp)
     openapi.exclude(bp=observe.bp)  # for the operator's Prometheus, not for API clients
 
@@ -240,6 +244,7 @@ def _measure(app: TaxiApp) -> None:
         metricsm.remove_directory(directory)
 
     app.register_listener(remove if created else clear, "main_process_stop" if created else "main_process_start")
+    return meter
 
 
 async def _sample_pool(meter: metricsm.PrometheusMeter, database: object) -> None:

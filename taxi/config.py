@@ -20,6 +20,7 @@ log = logging.getLogger("taxi.config")
 DEFAULT_DATABASE_URL = "sqlite:///taxi.sqlite3"
 MIN_SECRET_BYTES = 32
 DEFAULT_MEDIA_ROOT = Path("media")
+LOG_FORMATS = ("text", "json")
 
 
 class ConfigError(Exception):
@@ -295,6 +296,26 @@ class Settings:
         "when set, `GET /metrics` requires `Authorization: Bearer <this token>` (401 without it)",
     )
 
+    log_format: str = setting(
+        "text",
+        "TAXI_LOG_FORMAT",
+        "`text`, or `json`: one JSON object per line (`time`, `level`, `logger`, `message`, `worker`, `request_id`)",
+    )
+    access_log: bool = setting(
+        False,
+        "TAXI_ACCESS_LOG",
+        "`1`: one log line per request (method, path without its query string, status, duration, request id)",
+        shown="`0`",
+    )
+
+    shutdown_timeout: int = setting(
+        3,
+        "TAXI_SHUTDOWN_TIMEOUT",
+        "seconds a stopping worker lets requests in flight finish; a worker still running 1 s after that is killed",
+        low=1,
+        high=60,
+    )
+
     @property
     def photo_url_base(self) -> str:
         """Where photo URLs start (``<this>/photos/<name>``): the media public URL, else this server's ``/media``."""
@@ -320,6 +341,8 @@ class Settings:
         values["secret_key"] = resolve_secret(values.get("secret_key", ""), database)
         settings = cls(**values)
         _check_media(settings)
+        if settings.log_format not in LOG_FORMATS:
+            raise ConfigError(f"TAXI_LOG_FORMAT: expected one of {', '.join(LOG_FORMATS)}, got {settings.log_format!r}")
         if settings.trip_list_default > settings.trip_list_max:
             settings = replace(settings, trip_list_default=settings.trip_list_max)
         return settings

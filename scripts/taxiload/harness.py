@@ -94,7 +94,11 @@ def worker_pids(main_pid: int) -> list[int]:
             continue
         for child in children:
             try:
-                if WORKER_MARK in Path(f"/proc/{child}/environ").read_bytes():
+                # multiprocessing's resource tracker can be started in the moment the mark is set: not a worker.
+                if (
+                    WORKER_MARK in Path(f"/proc/{child}/environ").read_bytes()
+                    and b"resource_tracker" not in Path(f"/proc/{child}/cmdline").read_bytes()
+                ):
                     pids.add(int(child))
             except OSError:
                 continue
@@ -117,8 +121,10 @@ class ServerProcess:
         port: int | None = None,
         log: Path | None = None,
         preexec_fn: Callable[[], None] | None = None,
+        launch: bool = False,
     ) -> None:
         self.port = port or free_port()
+        self.launch = launch  # python -m taxi.launch (supervised workers) instead of the sanic command
         self.workers = workers
         self.env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
         self.keep_log = log is not None
@@ -142,8 +148,12 @@ class ServerProcess:
     def start(self, timeout: float = 30.0) -> ServerProcess:
         """Start it and wait for the first 200 of GET /api/health/, then SETTLE_AFTER_READY more. If it exits or
         does not answer in time: close() and RuntimeError (with its output, or where its log is)."""
-        app = ["-m", "sanic", "taxi.app:create_app", "--factory", "--host", "127.0.0.1"]
-        cmd = [sys.executable, *app, "--port", str(self.port), "--workers", str(self.workers), "--no-motd"]
+        if self.launch:
+            app = ["-m", "taxi.launch", "--host", "127.0.0.1"]
+            cmd = [sys.executable, *app, "--port", str(self.port), "--workers", str(self.workers)]
+        else:
+            app = ["-m", "sanic", "taxi.app:create_app", "--factory", "--host", "127.0.0.1"]
+            cmd = [sys.executable, *app, "--port", str(self.port), "--workers", str(self.workers), "--no-motd"]
         with self.log.open("wb") as out:
             self.proc = subprocess.Popen(
                 cmd,

@@ -56,6 +56,8 @@ async def taxi_socket(request: TaxiRequest, ws: WebsocketImplProtocol) -> None:
     driver = caller.group == DRIVER
     token = SocketToken(request, caller.id, session) if version >= 2 else None
     try:
+        if session.closed:  # the worker is stopping: closed with 1001 already
+            return
         if token is not None:
             token.hold(request.ctx.token_exp)
         try:

@@ -61,7 +61,13 @@ class SqlitePool(PoolBackend):
         self._closed = False
 
     async def _open(self) -> aiosqlite.Connection:
-        conn = await aiosqlite.connect(self.database, isolation_level=None)
+        pending = aiosqlite.connect(self.database, isolation_level=None)
+        # Its thread would keep a stopping worker alive if a connection were ever left open (Python waits for
+        # non-daemon threads at exit); a daemon thread cannot. The pool still closes every connection it opened.
+        thread = getattr(pending, "_thread", None)
+        if thread is not None:
+            thread.daemon = True
+        conn = await pending
         try:
             for pragma in PRAGMAS:
                 await conn.execute(pragma)

@@ -21,8 +21,12 @@ class Relay:
         self.meter = meter
         self.broker = make_broker(self.deliver)
         self.sessions: set[Session] = set()  # every open socket of this worker, in groups or not
+        self.closed_with: tuple[int, str] | None = None  # set by close_all: the worker is stopping
 
     def open(self, session: Session) -> None:
+        if self.closed_with is not None:  # opened while the worker stops: close it now, not at the grace's end
+            session.close(*self.closed_with)
+            return
         self.sessions.add(session)
         self.hub.register(session)
 
@@ -48,7 +52,8 @@ class Relay:
         return len(sessions)
 
     def close_all(self, code: int, reason: str) -> int:
-        """Close every socket of this worker (server shutdown: 1001, going away); return how many."""
+        """Close every socket of this worker, and every later one (server shutdown: 1001); return how many."""
+        self.closed_with = (code, reason)
         sessions = list(self.sessions)
         for session in sessions:
             session.close(code, reason)

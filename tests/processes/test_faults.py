@@ -7,6 +7,7 @@ import functools
 import os
 import signal
 import time
+from pathlib import Path
 
 import pytest
 import websockets
@@ -87,11 +88,31 @@ def test_postgresql_restart_gives_503_then_recovers_without_a_restart(private_pg
     print(f"recovered {recovery:.2f} s after PostgreSQL came back")
 
 
+def socket_owners(pids: list[int], port: int) -> dict[int, int]:
+    """Which of ``pids`` holds each IPv4 connection to ``port``: client port -> pid (read from /proc)."""
+    inodes = {}
+    for pid in pids:
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                link = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue  # closed meanwhile
+            if link.startswith("socket:["):
+                inodes[link[len("socket:[") : -1]] = pid
+    owners = {}
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local, remote, inode = fields[1], fields[2], fields[9]
+        if int(local.rsplit(":", 1)[1], 16) == port and inode in inodes:
+            owners[int(remote.rsplit(":", 1)[1], 16)] = inodes[inode]
+    return owners
+
+
 def test_a_killed_worker_loses_only_its_sockets_and_they_come_back(pg_database_url, tmp_path):
     env = server_env(pg_database_url, tmp_path)
     with ServerProcess(env, workers=2) as server:
         riders = []
-        for i in range(12):  # all on one worker: 1 chance in 2048
+        for i in range(12):
             call(
                 f"{server.url}/api/sign_up/",
                 {"username": f"r{i}", "password1": PASSWORD, "password2": PASSWORD, "group": "rider"},
@@ -111,6 +132,15 @@ def test_a_killed_worker_loses_only_its_sockets_and_they_come_back(pg_database_u
             # All at once: a worker that is idle takes every connection made one after another, so sequential
             # connects can all land on one worker; simultaneous ones are spread over both.
             opened = await asyncio.gather(*(connect(server.ws_url, rider["access"]) for rider in riders))
+            # A busy worker may still take them all: reconnect riders one by one until both workers hold some.
+            for attempt in range(60):
+                owners = socket_owners(workers, server.port)
+                if {owners.get(ws.local_address[1]) for ws in opened} >= set(workers):
+                    break
+                i = attempt % len(opened)
+                await opened[i].close()
+                opened[i] = await connect(server.ws_url, riders[i]["access"])
+                await asyncio.sleep(0.05)
             for ws in opened:
                 trip = (await ask(ws, "create.trip", trip_request()))["data"]
                 if not trips:  # once it drives a trip the driver is busy, and hears no more requests
