@@ -18,11 +18,12 @@ from sanic_ext import openapi
 from taxi import __version__, logs, supervise
 from taxi import db as dbm
 from taxi import metrics as metricsm
-from taxi.api import auth, connection, drivers, health, me, media, observe, socket, trips
+from taxi.api import auth, connection, docs, drivers, health, me, media, observe, socket, trips
 from taxi.api.context import AppContext, TaxiApp
 from taxi.api.conversation import CLIENT_TYPES
 from taxi.api.errors import JSONErrorHandler
 from taxi.api.headers import add_response_headers
+from taxi.api.keepalive import Keepalive
 from taxi.api.spec import build_spec
 from taxi.api.ws_transport import allow_no_subprotocol
 from taxi.config import ConfigError, Settings
@@ -61,7 +62,7 @@ def create_app(settings: Settings | object | None = None, name: str = "taxi") ->
     _configure(app, settings)
 
     allow_no_subprotocol()  # the socket offers the taxi.v2 subprotocol; the reference client offers none
-    for module in (auth, me, trips, drivers, media, health, socket):
+    for module in (auth, me, trips, drivers, media, health, socket, docs):
         app.blueprint(module.bp)
         openapi.exclude(bp=module.bp)  # described once, exactly, in taxi.api.spec
     app.ext.openapi.raw(build_spec(settings))
@@ -144,6 +145,7 @@ def _configure(app: TaxiApp, settings: Settings) -> None:
     config.FALLBACK_ERROR_FORMAT = "json"
     config.REQUEST_MAX_SIZE = settings.max_request_bytes
     config.WEBSOCKET_MAX_SIZE = settings.ws_max_frame
+    config.WEBSOCKET_PING_INTERVAL = None  # type: ignore[assignment]  # one Keepalive per worker pings instead
     config.NOISY_EXCEPTIONS = False
     config.ACCESS_LOG = False
     config.GRACEFUL_SHUTDOWN_TIMEOUT = settings.shutdown_timeout  # then open connections are dropped
@@ -158,6 +160,11 @@ def _configure(app: TaxiApp, settings: Settings) -> None:
         config.CORS = False
     config.OAS_UI_DEFAULT = "swagger"
     config.OAS_URL_PREFIX = "/docs"
+    # Swagger UI from the installed package, not a CDN: /docs works offline (taxi.api.docs). Redoc has no
+    # offline copy here, so it is not offered.
+    config.OAS_UI_SWAGGER_CDN_URL = docs.ASSETS_URL
+    config.OAS_UI_SWAGGER_VERSION = docs.ASSETS_VERSION
+    config.OAS_UI_REDOC = False
     app.ext.openapi.describe(
         "taxi",
         version=__version__,
@@ -207,6 +214,8 @@ async def _open_worker(app: TaxiApp) -> None:
         relay = Relay(Hub(), LocalBroker, app.ctx.meter)
     await relay.broker.start()
     app.ctx.relay = relay
+    app.ctx.keepalive = Keepalive(settings.ws_ping_interval)
+    app.ctx.keepalive.start()
     app.ctx.events = TripEvents(relay)
     store: PresenceStore = LocalPresenceStore()
     if settings.redis_url:
@@ -280,6 +289,9 @@ async def _close_sockets(app: TaxiApp) -> None:
 async def _close_worker(app: TaxiApp) -> None:
     if app.ctx.sampler is not None:
         app.ctx.sampler.cancel()
+    keepalive = getattr(app.ctx, "keepalive", None)
+    if keepalive is not None:
+        keepalive.stop()
     locations = getattr(app.ctx, "locations", None)
     if locations is not None:
         await locations.close()

@@ -214,6 +214,12 @@ class Settings:
         "largest WebSocket message a client may send, bytes; a larger one closes the socket with 1009",
         low=1024,
     )
+    ws_ping_interval: int = setting(
+        20,
+        "TAXI_WS_PING_INTERVAL",
+        "seconds between keepalive pings of a WebSocket; one unanswered until the next closes it with 1011",
+        low=1,
+    )
     ws_messages_per_s: int = setting(
         20,
         "TAXI_WS_MESSAGES_PER_S",
@@ -284,6 +290,13 @@ class Settings:
         low=1,
     )
 
+    backlog: int = setting(
+        1024,
+        "TAXI_BACKLOG",
+        "listen backlog of `taxi serve`: connections the kernel queues before the server accepts them (a burst "
+        "beyond it waits for SYN retransmits, about 1 s each; the kernel caps it at `net.core.somaxconn`)",
+        low=1,
+    )
     metrics: bool = setting(
         False,
         "TAXI_METRICS",
@@ -329,8 +342,11 @@ class Settings:
         return self.max_photo_bytes + 256 * 1024
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
-        """Build settings from ``TAXI_*`` variables (``os.environ`` by default); raise ConfigError if invalid."""
+    def from_env(cls, env: Mapping[str, str] | None = None, *, signing: bool = True) -> Settings:
+        """Build settings from ``TAXI_*`` variables (``os.environ`` by default); raise ConfigError if invalid.
+
+        ``signing=False`` (tools that issue no token: migrate, the admin commands) leaves the secret unresolved.
+        """
         env = os.environ if env is None else env
         values: dict[str, Any] = {}
         for item in fields(cls):
@@ -338,7 +354,8 @@ class Settings:
             if raw is not None and raw != "":
                 values[item.name] = _parse(item, raw)
         database = values.get("database", cls.database)
-        values["secret_key"] = resolve_secret(values.get("secret_key", ""), database)
+        if signing:
+            values["secret_key"] = resolve_secret(values.get("secret_key", ""), database)
         settings = cls(**values)
         _check_media(settings)
         if settings.log_format not in LOG_FORMATS:

@@ -27,6 +27,8 @@ from sanic.exceptions import BadURL, RequestTimeout
 from sanic.http import Http, Stage
 from sanic.server.protocols.websocket_protocol import WebSocketProtocol
 
+from taxi.api.ws_transport import LeanEvent
+
 _CONTROL = re.compile(r"[\x00-\x20\x7f]")
 
 
@@ -79,9 +81,14 @@ class GuardedHttp(Http):
 
 
 class GuardedProtocol(WebSocketProtocol):
-    """Sanic's connection protocol, with deadlines on receiving a request's header and body."""
+    """Sanic's connection protocol, with deadlines on receiving a request's header and body; the event it waits on for
+    request bytes is a ``LeanEvent`` (asyncio's allocates a deque, per connection)."""
 
     HTTP_CLASS = GuardedHttp
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._data_received = LeanEvent()  # type: ignore[assignment]
 
     async def receive_more(self) -> None:
         http: GuardedHttp = self._http

@@ -15,6 +15,7 @@ import redis.asyncio as aioredis
 from sanic import Request, Sanic
 from sanic.config import Config
 
+from taxi.api.keepalive import Keepalive
 from taxi.config import Settings
 from taxi.realtime import Relay, Session
 from taxi.realtime.meter import NO_METER, Meter
@@ -42,6 +43,7 @@ class AppContext:
     profiles: Profiles
     database: Any = field(init=False)  # the worker's peewee-async database (pool)
     relay: Relay = field(init=False)
+    keepalive: Keepalive = field(init=False)  # the worker's WebSocket pings
     events: TripEvents[Session] = field(init=False)
     presence: Presence = field(init=False)
     locations: Locations = field(init=False)

@@ -52,6 +52,7 @@ async def taxi_socket(request: TaxiRequest, ws: WebsocketImplProtocol) -> None:
     version = protocol_version(request, ws)
     session = session_for(ws, ctx.settings.ws_queue_size, f"user {caller.id}", caller.id, version, ctx.meter)
     ctx.relay.open(session)
+    ctx.keepalive.add(ws)
     ctx.meter.socket_opened(version)
     driver = caller.group == DRIVER
     token = SocketToken(request, caller.id, session) if version >= 2 else None
@@ -90,6 +91,7 @@ async def taxi_socket(request: TaxiRequest, ws: WebsocketImplProtocol) -> None:
     finally:
         # The task is cancelled when the client goes away: cleanup must not await.
         ctx.relay.leave_all(session)
+        ctx.keepalive.discard(ws)
         session.stop()
         ctx.meter.socket_closed(version)
         if token is not None:

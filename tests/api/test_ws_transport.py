@@ -31,3 +31,36 @@ def test_the_internals_the_utf8_check_uses_are_there():
     assert "self.assembler.put(" in inspect.getsource(WebsocketImplProtocol.process_events)
     assert "self.decoder.decode(" in inspect.getsource(WebsocketFrameAssembler.put)
     assert {"decoder", "chunks", "protocol"} <= set(WebsocketFrameAssembler.__slots__)
+
+
+def test_the_lean_assembler_sets_what_sanics_assembler_sets():
+    # _CheckedAssembler.__init__ replaces Sanic's: it must set every slot Sanic's __init__ sets (get_id and put_id
+    # are declared but never set by Sanic).
+    from sanic.server.websockets.frame import WebsocketFrameAssembler
+
+    lean = ws_transport._CheckedAssembler(None)  # type: ignore[arg-type]
+    for name in set(WebsocketFrameAssembler.__slots__) - {"get_id", "put_id"}:
+        assert hasattr(lean, name), name
+    assert "self.completed_queue" not in inspect.getsource(WebsocketFrameAssembler).replace(
+        "self.completed_queue = asyncio.Queue", ""
+    )  # nothing reads the queue we leave out
+
+
+async def test_a_lean_event_wakes_every_waiter_and_can_be_cleared():
+    import asyncio
+
+    event = ws_transport.LeanEvent()
+    waiters = [asyncio.ensure_future(event.wait()) for _ in range(3)]
+    await asyncio.sleep(0)
+    assert not event.is_set() and not any(w.done() for w in waiters)
+    waiters[0].cancel()  # a cancelled waiter leaves the others waiting
+    await asyncio.sleep(0)
+    event.set()
+    assert [await w for w in waiters[1:]] == [True, True]
+    assert await event.wait()  # set: returns at once
+    event.clear()
+    late = asyncio.ensure_future(event.wait())
+    await asyncio.sleep(0)
+    assert not late.done()
+    event.set()
+    assert await late

@@ -1,8 +1,5 @@
-"""``python -m taxi media migrate --to s3`` and ``python -m taxi media reprocess``: maintenance of stored photos.
-
-Registered by ``taxi.__main__`` with ``add(subparsers)``; each parser carries the function that runs it
-(``args.run(args, env)``), so the module can join any argparse command line as it is.
-"""
+"""``taxi media migrate --to s3`` and ``taxi media reprocess`` (also ``python -m taxi media ...``): maintenance of
+stored photos. Each parser carries the function that runs it (``args.run(args, env)``)."""
 
 from __future__ import annotations
 
@@ -15,6 +12,7 @@ from typing import Any
 
 from taxi import db as dbm
 from taxi.app import photo_store
+from taxi.cli.common import settings
 from taxi.config import ConfigError, Settings
 from taxi.services import media_jobs
 from taxi.services.media import LocalStore, Media
@@ -34,11 +32,6 @@ def add(sub: Any) -> None:
         help="rewrite photos stored before photos had sizes (no thumbnail): sizes, no metadata; safe to run again",
     )
     again.set_defaults(run=run_reprocess)
-
-
-def settings(env: Mapping[str, str]) -> Settings:
-    """The server's settings; these commands sign no token, so a missing signing key is no error here."""
-    return Settings.from_env({**env, "TAXI_SECRET_KEY": env.get("TAXI_SECRET_KEY") or "-" * 32})
 
 
 def run_migrate(args: argparse.Namespace, env: Mapping[str, str]) -> int:
