@@ -18,7 +18,7 @@ from sanic_ext import openapi
 from taxi import __version__, logs, supervise
 from taxi import db as dbm
 from taxi import metrics as metricsm
-from taxi.api import auth, connection, docs, drivers, health, media, observe, socket, trips
+from taxi.api import auth, connection, docs, drivers, health, me, media, observe, socket, trips
 from taxi.api.context import AppContext, TaxiApp
 from taxi.api.conversation import CLIENT_TYPES
 from taxi.api.errors import JSONErrorHandler
@@ -35,9 +35,11 @@ from taxi.realtime.broker import redis_retry
 from taxi.security import TokenIssuer
 from taxi.services.accounts import Accounts, LoginLimits
 from taxi.services.locations import Locations
-from taxi.services.media import Media
+from taxi.services.media import LocalStore, Media, PhotoStore
 from taxi.services.presence import Presence
 from taxi.services.presence_store import LocalPresenceStore, PresenceStore, RedisPresenceStore
+from taxi.services.profiles import Profiles
+from taxi.services.s3_store import S3Store
 from taxi.services.throttle import RedisThrottle
 from taxi.services.trip_events import TripEvents, trip_of
 from taxi.services.trips import Trips
@@ -61,7 +63,7 @@ def create_app(settings: Settings | object | None = None, name: str = "taxi") ->
     _configure(app, settings)
 
     allow_no_subprotocol()  # the socket offers the taxi.v2 subprotocol; the reference client offers none
-    for module in (auth, trips, drivers, media, health, socket, docs):
+    for module in (auth, me, trips, drivers, media, health, socket, docs):
         app.blueprint(module.bp)
         openapi.exclude(bp=module.bp)  # described once, exactly, in taxi.api.spec
     app.ext.openapi.raw(build_spec(settings))
@@ -87,15 +89,35 @@ def _context(settings: Settings) -> AppContext:
         settings.login_window,
         settings.signups_per_address,
     )
+    media = Media(photo_store(settings), settings.max_photo_bytes, settings.max_photo_pixels)
     return AppContext(
         settings=settings,
         tokens=tokens,
         accounts=Accounts(
-            tokens, settings.bcrypt_rounds, settings.public_url, limits, rotate_refresh=settings.rotate_refresh_tokens
+            tokens,
+            settings.bcrypt_rounds,
+            settings.photo_url_base,
+            limits,
+            rotate_refresh=settings.rotate_refresh_tokens,
         ),
-        trips=Trips(settings.public_url, settings.max_open_trips_per_rider),
-        media=Media(settings.media_root, settings.max_photo_bytes, settings.max_photo_pixels),
+        trips=Trips(settings.photo_url_base, settings.max_open_trips_per_rider),
+        media=media,
+        profiles=Profiles(media, settings.photo_url_base),
     )
+
+
+def photo_store(settings: Settings) -> PhotoStore:
+    """The configured photo store: the media folder, or the S3 bucket every machine shares."""
+    if settings.media_storage == "s3":
+        return S3Store(
+            settings.s3_bucket or "",
+            endpoint=settings.s3_endpoint,
+            region=settings.s3_region,
+            access_key=settings.aws_access_key_id,
+            secret_key=settings.aws_secret_access_key,
+            url_lifetime=settings.s3_url_lifetime,
+        )
+    return LocalStore(settings.media_root)
 
 
 class _QuietClientErrors(logging.Filter):
@@ -184,6 +206,7 @@ async def _open_worker(app: TaxiApp) -> None:
     """In every worker: its database pool, its hub, and its broker connection."""
     settings = app.ctx.settings
     app.ctx.database = await dbm.connect(settings.database, settings.db_pool_size)
+    await app.ctx.media.start()
     redis_url = settings.redis_url
     resync = frame(RESUME_REQUIRED, {})
     if redis_url:
@@ -292,6 +315,7 @@ async def _close_worker(app: TaxiApp) -> None:
     client = getattr(app.ctx, "redis", None)
     if client is not None:
         await client.aclose()
+    await app.ctx.media.stop()
     database = getattr(app.ctx, "database", None)
     if database is not None:
         await database.aio_close()

@@ -130,6 +130,36 @@ class Settings:
         "where clients reach the API, path prefix included (e.g. `https://api.example.com`). When set, photo URLs "
         "and the trip list's `Link` are absolute under it; unset, they are relative (`/media/...`, `/api/trip/?...`)",
     )
+    media_storage: str = setting(
+        "local",
+        "TAXI_MEDIA_STORAGE",
+        "`local`: photos in `TAXI_MEDIA_ROOT` (one machine); `s3`: in an S3-compatible bucket that every machine "
+        "shares (`TAXI_S3_*`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`)",
+    )
+    s3_endpoint: str | None = setting(
+        None,
+        "TAXI_S3_ENDPOINT",
+        "the object store's URL (e.g. `http://minio.internal:9000`); unset: AWS S3 in `TAXI_S3_REGION`",
+    )
+    s3_bucket: str | None = setting(
+        None, "TAXI_S3_BUCKET", "the bucket of photos, required with `s3` (objects `photos/<name>`)"
+    )
+    s3_region: str = setting("us-east-1", "TAXI_S3_REGION", "the bucket's region")
+    aws_access_key_id: str | None = setting(None, "AWS_ACCESS_KEY_ID", "the object store's access key")
+    aws_secret_access_key: str | None = setting(None, "AWS_SECRET_ACCESS_KEY", "the object store's secret key")
+    media_public_url: str | None = setting(
+        None,
+        "TAXI_MEDIA_PUBLIC_URL",
+        "when set (a CDN or a public bucket, e.g. `https://cdn.example.com`), photo URLs are "
+        "`<this>/photos/<name>`; unset with `s3`: `/media/photos/<name>` redirects to a presigned URL of the bucket",
+    )
+    s3_url_lifetime: int = setting(
+        300,
+        "TAXI_S3_URL_LIFETIME",
+        "seconds a presigned photo URL stays valid (the redirect itself is cached for half of it)",
+        low=10,
+        high=604800,
+    )
     access_token_lifetime: int = setting(300, "TAXI_ACCESS_TOKEN_LIFETIME", "access token lifetime, seconds", low=1)
     refresh_token_lifetime: int = setting(
         86400, "TAXI_REFRESH_TOKEN_LIFETIME", "refresh token lifetime, seconds", low=1
@@ -306,6 +336,13 @@ class Settings:
     )
 
     @property
+    def photo_url_base(self) -> str:
+        """Where photo URLs start (``<this>/photos/<name>``): the media public URL, else this server's ``/media``."""
+        if self.media_public_url:
+            return self.media_public_url
+        return f"{self.public_url or ''}/media"
+
+    @property
     def max_request_bytes(self) -> int:
         # A sign-up is a photo plus a few short fields; leave room for the multipart framing.
         return self.max_photo_bytes + 256 * 1024
@@ -326,11 +363,23 @@ class Settings:
         if signing:
             values["secret_key"] = resolve_secret(values.get("secret_key", ""), database)
         settings = cls(**values)
+        _check_media(settings)
         if settings.log_format not in LOG_FORMATS:
             raise ConfigError(f"TAXI_LOG_FORMAT: expected one of {', '.join(LOG_FORMATS)}, got {settings.log_format!r}")
         if settings.trip_list_default > settings.trip_list_max:
             settings = replace(settings, trip_list_default=settings.trip_list_max)
         return settings
+
+
+MEDIA_STORAGES = ("local", "s3")
+
+
+def _check_media(settings: Settings) -> None:
+    """The storage is one we know, and an S3 store has a bucket."""
+    if settings.media_storage not in MEDIA_STORAGES:
+        raise ConfigError(f"TAXI_MEDIA_STORAGE: expected local or s3, got {settings.media_storage!r}")
+    if settings.media_storage == "s3" and not settings.s3_bucket:
+        raise ConfigError("TAXI_S3_BUCKET: required with TAXI_MEDIA_STORAGE=s3")
 
 
 def _parse(item: Field[Any], raw: str) -> Any:
@@ -346,8 +395,10 @@ def _parse(item: Field[Any], raw: str) -> Any:
         return Path(raw)
     if kind == "tuple[str, ...]":
         return tuple(o.strip().rstrip("/") for o in raw.split(",") if o.strip())
-    if item.name == "public_url":
+    if item.name in ("public_url", "media_public_url", "s3_endpoint"):
         return raw.rstrip("/") or None
+    if item.name == "media_storage":
+        return raw.strip().lower()
     return raw
 
 

@@ -47,9 +47,11 @@ class User(BaseModel):
     last_name = peewee.CharField(max_length=150, default="")
     group = peewee.CharField(max_length=10, column_name="role")
     photo = peewee.CharField(max_length=255, null=True)
+    photo_thumbnail = peewee.CharField(max_length=255, null=True)
     is_active = peewee.BooleanField(default=True)
     refresh_generation = peewee.IntegerField(default=0)
     date_joined = UtcDateTimeField(default=utcnow)
+    deleted_at = UtcDateTimeField(null=True)
 
     class Meta:
         table_name = "taxi_user"

@@ -143,6 +143,39 @@ def _username(data: Mapping[str, Any], errors: _Errors) -> str:
     return name
 
 
+@dataclass(frozen=True)
+class ProfileChange:
+    """``PATCH /api/me/``: the names to set; None leaves one as it is."""
+
+    first_name: str | None
+    last_name: str | None
+
+
+PROFILE_FIELDS = ("first_name", "last_name")
+
+
+def parse_profile(data: Mapping[str, Any]) -> ProfileChange:
+    """Only the names can change here; any other field is refused rather than silently ignored."""
+    errors = _Errors()
+    for name in data:
+        if name not in PROFILE_FIELDS:
+            errors.add(str(name)[:64], f"Unknown field: only {' and '.join(PROFILE_FIELDS)} can be changed.")
+    names = {
+        name: _text(data, name, errors, required=False, max_length=MAX_NAME) if name in data else None
+        for name in PROFILE_FIELDS
+    }
+    errors.raise_if_any()
+    return ProfileChange(names["first_name"], names["last_name"])
+
+
+def parse_password(data: Mapping[str, Any]) -> str:
+    """``DELETE /api/me/``: the account's password, to confirm."""
+    errors = _Errors()
+    password = _text(data, "password", errors, required=True, max_length=MAX_PASSWORD)
+    errors.raise_if_any()
+    return password
+
+
 def parse_log_in(data: Mapping[str, Any]) -> tuple[str, str]:
     errors = _Errors()
     username = _text(data, "username", errors, required=True, max_length=MAX_LOGIN_USERNAME)
@@ -300,22 +333,48 @@ def iso(value: Any) -> str:
     return stamp.isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
-def photo_url(photo: str | None, public_url: str | None) -> str | None:
+def photo_url(photo: str | None, media_url: str | None) -> str | None:
+    """The URL of a stored photo (``photos/<name>``) under ``media_url`` (``Settings.photo_url_base``; None: the
+    server's own ``/media``)."""
     if not photo:
         return None
-    path = f"/media/{photo}"
-    return f"{public_url}{path}" if public_url else path
+    return f"{media_url or '/media'}/{photo}"
 
 
 def user_out(
-    id: int, username: str, first_name: str, last_name: str, group: str, photo: str | None, public_url: str | None
+    id: int,
+    username: str,
+    first_name: str,
+    last_name: str,
+    group: str,
+    photo: str | None,
+    photo_thumbnail: str | None = None,
+    *,
+    media_url: str | None,
+    deleted: bool = False,
 ) -> dict[str, Any]:
-    """The public shape of a user: the sign-up response, and ``rider``/``driver`` inside a trip."""
+    """The public shape of a user: the sign-up response, ``GET /api/me/``, and ``rider``/``driver`` inside a trip.
+
+    A deleted account stays in the trips of the other party, as ``deleted`` with no id, names or photo.
+    """
+    if deleted:
+        return {**DELETED_USER, "group": group}
     return {
         "id": id,
         "username": username,
         "first_name": first_name,
         "last_name": last_name,
         "group": group,
-        "photo": photo_url(photo, public_url),
+        "photo": photo_url(photo, media_url),
+        "photo_thumbnail": photo_url(photo_thumbnail, media_url),
     }
+
+
+DELETED_USER: dict[str, Any] = {
+    "id": None,
+    "username": "deleted",
+    "first_name": "",
+    "last_name": "",
+    "photo": None,
+    "photo_thumbnail": None,
+}

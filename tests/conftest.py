@@ -12,6 +12,7 @@ import os
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg2
 import pytest
@@ -25,7 +26,7 @@ from taxi.config import DatabaseURL, Settings
 from taxi.migrations import migrate
 from taxiload.harness import PrivateRedis
 from tests import frames, wsclient
-from tests.support import SyncDB, serving_app
+from tests.support import SyncDB, close_loop, serving_app
 
 RUN_ID = f"{os.getpid()}_{secrets.token_hex(3)}"
 PG_HOST = os.environ.get("TAXI_TEST_PG_HOST", "127.0.0.1")
@@ -35,6 +36,22 @@ REDIS_URL = os.environ.get("TAXI_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 SECRET = "test-secret-" + "k" * 40
 
 Sanic.test_mode = True
+
+
+def _close_loop_on_exit(exit_client: Any) -> Any:
+    """``serving_app`` closes its client's loop; so does every ReusableClient a test makes itself, through this
+    (each left open costs three descriptors, and past 1023 aiopg's select() fails: see ``serving_app``)."""
+
+    def __exit__(self: ReusableClient, *exc: object) -> Any:
+        try:
+            return exit_client(self, *exc)
+        finally:
+            close_loop(self._loop)
+
+    return __exit__
+
+
+ReusableClient.__exit__ = _close_loop_on_exit(ReusableClient.__exit__)  # type: ignore[method-assign]
 
 
 async def _migrate(url: DatabaseURL) -> None:

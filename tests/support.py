@@ -135,6 +135,10 @@ def png(width: int = 100, height: int = 100, fmt: str = "PNG") -> bytes:
     return buf.getvalue()
 
 
+# Every table a test may fill, emptied before each test (children before their parents).
+TABLES = ("taxi_trip", "taxi_revoked_token", "taxi_spent_token", "taxi_media_pending", "taxi_user")
+
+
 class SyncDB:
     """Direct SQL on a test database, for arranging state and checking what was stored."""
 
@@ -172,12 +176,10 @@ class SyncDB:
         with self.connect() as conn:
             cur = conn.cursor()
             if self.url.is_sqlite:
-                for table in ("taxi_trip", "taxi_revoked_token", "taxi_spent_token", "taxi_user", "sqlite_sequence"):
+                for table in (*TABLES, "sqlite_sequence"):
                     cur.execute(f"DELETE FROM {table}")
             else:
-                cur.execute(
-                    "TRUNCATE taxi_trip, taxi_revoked_token, taxi_spent_token, taxi_user RESTART IDENTITY CASCADE"
-                )
+                cur.execute(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE")
 
     def user_id(self, username: str) -> int:
         return int(self.fetch("SELECT id FROM taxi_user WHERE username = %s", (username,))[0][0])

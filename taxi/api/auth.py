@@ -19,15 +19,17 @@ async def sign_up(request: TaxiRequest) -> HTTPResponse:
     await ctx.accounts.check_sign_up_rate(request.remote_addr or request.ip)
     form = parse_sign_up(body_of(request))
     upload = request.files.get("photo") if request.files else None
-    photo = await ctx.media.store_photo(upload.body) if upload is not None else None
-    if photo is None and request.form and request.form.get("photo"):
+    photos = await ctx.media.store_photo(upload.body) if upload is not None else None
+    if photos is None and request.form and request.form.get("photo"):
         raise ValidationFailed.field("photo", "The submitted data was not a file. Check the encoding type on the form.")
     try:
-        user = await ctx.accounts.sign_up(form, photo)
+        user = await ctx.accounts.sign_up(form, photos)
     except BaseException:
-        if photo is not None:
-            await ctx.media.discard(photo)
+        if photos is not None:
+            await ctx.media.discard(photos)
         raise
+    if photos is not None:
+        await ctx.media.settle(photos)
     return json_response(user, status=201)
 
 

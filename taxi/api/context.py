@@ -25,6 +25,7 @@ from taxi.services.accounts import Accounts
 from taxi.services.locations import Locations
 from taxi.services.media import Media
 from taxi.services.presence import Presence
+from taxi.services.profiles import Profiles
 from taxi.services.trip_events import TripEvents
 from taxi.services.trips import Trips
 
@@ -39,6 +40,7 @@ class AppContext:
     accounts: Accounts
     trips: Trips
     media: Media
+    profiles: Profiles
     database: Any = field(init=False)  # the worker's peewee-async database (pool)
     relay: Relay = field(init=False)
     keepalive: Keepalive = field(init=False)  # the worker's WebSocket pings

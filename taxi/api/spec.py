@@ -18,7 +18,7 @@ from taxi.schemas import (
     MIN_PASSWORD,
 )
 from taxi.security import BCRYPT_MAX_BYTES
-from taxi.services.media import ACCEPTED, FORMATS
+from taxi.services.images import ACCEPTED, FORMATS, LONG_SIDE, THUMBNAIL
 from taxi.services.presence import NEARBY_LIMIT
 from taxi.usernames import PATTERN as USERNAME_PATTERN
 from taxi.usernames import RULE as USERNAME_RULE
@@ -34,6 +34,10 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
 
 _DETAIL = _ref("Detail")
 _UNAVAILABLE = _json(_DETAIL, "The database is unavailable; retry shortly (see Retry-After)")
+_PHOTO_UNAVAILABLE = {
+    **_json(_DETAIL, "The database or the photo store is unavailable; nothing was stored: retry after Retry-After"),
+    "headers": {"Retry-After": {"schema": {"type": "integer"}, "description": "seconds to wait"}},
+}
 _INVALID = _json(_ref("FieldErrors"), "Invalid input: messages per field, `non_field_errors` for the rest")
 _UNAUTHENTICATED = _json(_DETAIL, "Missing, invalid or expired access token, or the user is inactive")
 _TOO_LARGE = _json(_DETAIL, "The request body is over the size limit")
@@ -80,15 +84,41 @@ SCHEMAS: dict[str, Any] = {
     },
     "User": {
         "type": "object",
-        "required": ["id", "username", "first_name", "last_name", "group", "photo"],
+        "required": ["id", "username", "first_name", "last_name", "group", "photo", "photo_thumbnail"],
         "properties": {
-            "id": {"type": "integer"},
+            "id": {
+                "type": "integer",
+                "nullable": True,
+                "description": "null for a deleted account (in the trips of the other party, as username `deleted`)",
+            },
             "username": {"type": "string"},
             "first_name": {"type": "string"},
             "last_name": {"type": "string"},
             "group": {"type": "string", "enum": list(GROUPS)},
-            "photo": {"type": "string", "nullable": True, "description": "URL of the photo, or null"},
+            "photo": {
+                "type": "string",
+                "nullable": True,
+                "description": f"URL of the photo (at most {LONG_SIDE} px on its long side), or null",
+            },
+            "photo_thumbnail": {
+                "type": "string",
+                "nullable": True,
+                "description": f"URL of a {THUMBNAIL} x {THUMBNAIL} square cut from the photo's centre, or null",
+            },
         },
+    },
+    "ProfileChange": {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "first_name": _text(0, MAX_NAME, nullable=True, description="null is the same as empty"),
+            "last_name": _text(0, MAX_NAME, nullable=True, description="null is the same as empty"),
+        },
+    },
+    "PasswordConfirmation": {
+        "type": "object",
+        "required": ["password"],
+        "properties": {"password": _text(1, MAX_PASSWORD)},
     },
     "Point": {
         "type": "object",
@@ -220,7 +250,7 @@ PATHS: dict[str, Any] = {
                 "400": _INVALID,
                 "413": _TOO_LARGE,
                 "429": _THROTTLED,
-                "503": _UNAVAILABLE,
+                "503": _PHOTO_UNAVAILABLE,
             },
         }
     },
@@ -269,6 +299,50 @@ PATHS: dict[str, Any] = {
             },
         }
     },
+    "/api/me/": {
+        "get": {
+            "tags": ["accounts"],
+            "summary": "The caller's user",
+            "operationId": "me",
+            "security": _BEARER,
+            "responses": {"200": _json(_ref("User"), "The caller"), "401": _UNAUTHENTICATED, "503": _UNAVAILABLE},
+        },
+        "patch": {
+            "tags": ["accounts"],
+            "summary": "Change the caller's first and last name (a field left out keeps its value)",
+            "description": "Open trips show the new names from now on; any other field is refused.",
+            "operationId": "rename",
+            "security": _BEARER,
+            "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("ProfileChange")}}},
+            "responses": {
+                "200": _json(_ref("User"), "The caller, renamed"),
+                "400": _INVALID,
+                "401": _UNAUTHENTICATED,
+                "503": _UNAVAILABLE,
+            },
+        },
+        "delete": {
+            "tags": ["accounts"],
+            "summary": "Delete the caller's account",
+            "description": "The password confirms it. The user can no longer log in, every refresh token is revoked, "
+            "open sockets are closed (1008), the photo is deleted, the names are cleared and the username is free "
+            "again. Trips stay in the other party's history with the user shown as `deleted` (id null).",
+            "operationId": "delete_account",
+            "security": _BEARER,
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": _ref("PasswordConfirmation")}},
+            },
+            "responses": {
+                "204": {"description": "Deleted"},
+                "400": _INVALID,
+                "401": _UNAUTHENTICATED,
+                "403": _json(_DETAIL, "Wrong password"),
+                "409": _json(_DETAIL, "A trip of the caller's is not finished: finish or cancel it first"),
+                "503": _UNAVAILABLE,
+            },
+        },
+    },
     "/media/photos/{name}": {
         "get": {
             "tags": ["media"],
@@ -279,6 +353,11 @@ PATHS: dict[str, Any] = {
                 "200": {
                     "description": "The image",
                     "content": {t: {"schema": {"type": "string", "format": "binary"}} for _, t in FORMATS.values()},
+                },
+                "302": {
+                    "description": "With TAXI_MEDIA_STORAGE=s3 (and no TAXI_MEDIA_PUBLIC_URL): the photo is in the "
+                    "bucket, at a presigned URL valid TAXI_S3_URL_LIFETIME seconds",
+                    "headers": {"Location": {"schema": {"type": "string"}, "description": "the presigned URL"}},
                 },
                 "404": _json(_DETAIL, "No such photo"),
             },
@@ -443,6 +522,37 @@ def _sign_up_form(settings: Settings) -> dict[str, Any]:
     }
 
 
+def _photo_paths(settings: Settings) -> dict[str, Any]:
+    form = {
+        "type": "object",
+        "required": ["photo"],
+        "properties": {"photo": _sign_up_form(settings)["properties"]["photo"]},
+    }
+    return {
+        "/api/me/photo/": {
+            "put": {
+                "tags": ["accounts"],
+                "summary": "Replace the caller's photo",
+                "description": "The new photo and thumbnail are stored before the old ones are deleted; open trips "
+                "show the new photo from now on.",
+                "operationId": "change_photo",
+                "security": _BEARER,
+                "requestBody": {
+                    "required": True,
+                    "content": {"multipart/form-data": {"schema": form, "encoding": _PHOTO_ENCODING}},
+                },
+                "responses": {
+                    "200": _json(_ref("User"), "The caller, with the new photo"),
+                    "400": _INVALID,
+                    "401": _UNAUTHENTICATED,
+                    "413": _TOO_LARGE,
+                    "503": _PHOTO_UNAVAILABLE,
+                },
+            }
+        }
+    }
+
+
 def _with_request_errors(paths: dict[str, Any]) -> dict[str, Any]:
     """Every operation may get a 414 (a request line over the limit); one that reads a body, a 415."""
     out: dict[str, Any] = {}
@@ -457,6 +567,8 @@ def _with_request_errors(paths: dict[str, Any]) -> dict[str, Any]:
 def build_spec(settings: Settings) -> dict[str, Any]:
     """The description for this deployment, from the constants and settings the handlers check against."""
     return {
-        "paths": _with_request_errors({**PATHS, **_trip_paths(settings), **_driver_paths(settings)}),
+        "paths": _with_request_errors(
+            {**PATHS, **_photo_paths(settings), **_trip_paths(settings), **_driver_paths(settings)}
+        ),
         "components": {"schemas": {**SCHEMAS, "SignUpForm": _sign_up_form(settings)}},
     }

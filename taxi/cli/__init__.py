@@ -14,7 +14,7 @@ import os
 import sys
 from collections.abc import Mapping, Sequence
 
-from taxi.cli import migrate, serve, trips, users
+from taxi.cli import media, migrate, serve, trips, users
 from taxi.cli.common import CommandError
 from taxi.config import ConfigError
 from taxi.errors import APIError, ValidationFailed
@@ -28,7 +28,7 @@ def parser() -> argparse.ArgumentParser:
         description="Run and administer the taxi server. Every command reads the same TAXI_* variables as the server.",
     )
     sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (serve, migrate, users, trips):
+    for module in (serve, migrate, users, trips, media):
         module.add(sub)
     return top
 

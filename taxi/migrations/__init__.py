@@ -76,6 +76,15 @@ _LOCATIONS_SQLITE: tuple[str, ...] = (
     _ACTIVE_DRIVER_INDEX,
 )
 
+# Photos in two sizes, and deleted accounts: the row stays (trips keep their other party's history) with its
+# names, photo and username cleared; deleted_at says it is no longer a person.
+_ACCOUNTS_POSTGRESQL: tuple[str, ...] = (
+    "ALTER TABLE taxi_user ADD COLUMN photo_thumbnail VARCHAR(255), ADD COLUMN deleted_at TIMESTAMPTZ",
+)
+_ACCOUNTS_SQLITE: tuple[str, ...] = (
+    "ALTER TABLE taxi_user ADD COLUMN photo_thumbnail VARCHAR(255)",
+    "ALTER TABLE taxi_user ADD COLUMN deleted_at TEXT",
+)
 # Trip history pages (taxi/paging.py): each list, with or without a status filter, reads its page in order from an
 # index after the keyset, however many trips the user has. A rider's list needs (rider_id, created, id); the
 # rider's index of migration 1 lacked id. With ?status= that index would walk every trip of the user until enough
@@ -87,6 +96,13 @@ _HISTORY_INDEXES = (
     "CREATE INDEX taxi_trip_rider_created ON taxi_trip (rider_id, created DESC, id DESC)",
     "CREATE INDEX taxi_trip_rider_status_created ON taxi_trip (rider_id, status, created DESC, id DESC)",
     "CREATE INDEX taxi_trip_driver_status_created ON taxi_trip (driver_id, status, created DESC, id DESC)",
+)
+
+# Photo objects written but not (yet) referenced by a user, or being deleted: what a failure between the store and
+# the database would otherwise leave behind. A sweep removes the ones older than a grace period that no user names.
+_PENDING_MEDIA = (
+    "CREATE TABLE taxi_media_pending (name VARCHAR(255) PRIMARY KEY, created {stamp} NOT NULL)",
+    "CREATE INDEX taxi_media_pending_created ON taxi_media_pending (created)",
 )
 
 MIGRATIONS: tuple[Migration, ...] = (
@@ -176,6 +192,18 @@ MIGRATIONS: tuple[Migration, ...] = (
     ),
     Migration(
         6,
+        "photo thumbnails and deleted accounts",
+        postgresql=_ACCOUNTS_POSTGRESQL,
+        sqlite=_ACCOUNTS_SQLITE,
+    ),
+    Migration(
+        7,
+        "photo objects pending a reference or a deletion",
+        postgresql=tuple(step.format(stamp="TIMESTAMPTZ") for step in _PENDING_MEDIA),
+        sqlite=tuple(step.format(stamp="TEXT") for step in _PENDING_MEDIA),
+    ),
+    Migration(
+        8,
         "trip versions, cancellation, request ids and the index of open trips",
         postgresql=sessions.POSTGRESQL,
         sqlite=sessions.SQLITE,

@@ -1,4 +1,4 @@
-"""Migration 6: what sessions on phones need from a trip row.
+"""Migration 8: what sessions on phones need from a trip row.
 
 - ``version``: 1 when created, plus 1 in the statement of every change (a reconnecting client compares versions).
 - ``CANCELED``: a final status. PostgreSQL swaps the status check (``NOT VALID``: no row is scanned, every existing

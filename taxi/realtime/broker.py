@@ -28,6 +28,9 @@ from taxi.realtime.meter import NO_METER, Meter
 log = logging.getLogger("taxi.realtime")
 
 Deliver = Callable[[str, str], object]  # (group, payload) -> delivered locally
+# What ``deliver`` is given as the group of a control message (to every worker of the deployment, whatever
+# groups it has members of). No group is ever called this: group names never start with "!".
+CONTROL = "!control"
 
 
 def channel_namespace(url: str, prefix: str) -> str:
@@ -60,6 +63,9 @@ class Broker(Protocol):
     async def publish(self, group: str, payload: str) -> None:
         """Send ``payload`` to every worker subscribed to ``group``; BrokerUnavailable if it cannot."""
 
+    async def publish_control(self, payload: str) -> None:
+        """Send ``payload`` to every worker (delivered as group ``CONTROL``); BrokerUnavailable if it cannot."""
+
 
 class LocalBroker:
     """The in-process broker: publishing is local delivery. Valid for one worker only."""
@@ -82,6 +88,9 @@ class LocalBroker:
 
     async def publish(self, group: str, payload: str) -> None:
         self._deliver(group, payload)
+
+    async def publish_control(self, payload: str) -> None:
+        self._deliver(CONTROL, payload)
 
 
 class RedisBroker:
@@ -106,6 +115,7 @@ class RedisBroker:
         self._meter = meter
         self._namespace = channel_namespace(url, prefix)
         self._prefix = f"{self._namespace}group:"
+        self._control_channel = f"{self._namespace}control"
         self._deliver = deliver
         self._confirm_timeout = confirm_timeout
         self._publish_timeout = publish_timeout
@@ -137,6 +147,8 @@ class RedisBroker:
         self._pubsub = self._redis.pubsub()
         # get_message() needs a subscription to read from (redis-py raises otherwise): a private control channel.
         await self._pubsub.subscribe(f"{self._namespace}worker:{uuid.uuid4().hex}")
+        # Every worker hears the deployment's control messages (e.g. "close this user's sockets").
+        await self._pubsub.subscribe(self._control_channel)
         # Registered after the first connection, so it hears only the connections made again.
         self._pubsub.connection.register_connect_callback(self._connected_again)
         self._tasks = [
@@ -200,6 +212,13 @@ class RedisBroker:
             await asyncio.wait_for(self._redis.publish(self.channel(group), payload), self._publish_timeout)
         except (TimeoutError, RedisError, OSError) as exc:
             raise BrokerUnavailable(f"could not publish to {group!r}: {exc!r}") from None
+
+    async def publish_control(self, payload: str) -> None:
+        assert self._redis is not None, "broker not started"
+        try:
+            await asyncio.wait_for(self._redis.publish(self._control_channel, payload), self._publish_timeout)
+        except (TimeoutError, RedisError, OSError) as exc:
+            raise BrokerUnavailable(f"could not publish a control message: {exc!r}") from None
 
     @property
     def subscribed_groups(self) -> list[str]:
@@ -282,6 +301,11 @@ class RedisBroker:
                 self._deliver(channel[len(self._prefix) :], message["data"])
             except Exception:
                 log.exception("delivering a message on %s failed", channel)
+        elif kind == "message" and channel == self._control_channel:
+            try:
+                self._deliver(CONTROL, message["data"])
+            except Exception:
+                log.exception("handling a control message failed")
         elif kind == "subscribe":
             self._confirm(channel)
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from taxi.errors import BrokerUnavailable
-from taxi.realtime.broker import Broker, Deliver
+from taxi.realtime.broker import CONTROL, Broker, Deliver
 from taxi.realtime.envelope import unwrap, wrap
 from taxi.realtime.hub import Hub
 from taxi.realtime.meter import NO_METER, Meter
@@ -46,6 +46,27 @@ class Relay:
             return
         self.sessions.add(session)
         self.hub.register(session)
+
+    async def close_user(self, user: int, code: int, reason: str) -> None:
+        """Close every socket of ``user`` on every worker (an account deleted); BrokerUnavailable if the other
+        workers cannot be told (this worker's sockets of the user are closed all the same)."""
+        payload = f"close {user} {code} {reason}"
+        try:
+            await self.broker.publish_control(payload)
+        except BaseException:
+            self._control(payload)
+            raise
+
+    def _control(self, payload: str) -> int:
+        """Carry out a control message; return how many sockets it closed."""
+        action, _, rest = payload.partition(" ")
+        if action != "close":
+            return 0
+        user, code, reason = rest.split(" ", 2)
+        sessions = list(self.hub.users.get(int(user), ()))
+        for session in sessions:
+            session.close(int(code), reason)
+        return len(sessions)
 
     def close_all(self, code: int, reason: str) -> int:
         """Close every socket of this worker, and every later one (server shutdown: 1001); return how many."""
@@ -118,6 +139,8 @@ class Relay:
     def deliver(self, group: str, payload: str) -> int:
         """What the broker brings in: hand it to the local members, then take out of the group those the envelope
         says leave it (everyone when the group has ended), telling ``on_leave``."""
+        if group == CONTROL:
+            return self._control(payload)
         envelope = unwrap(payload)
         count = self.hub.deliver(group, envelope)
         self.meter.delivered(count)

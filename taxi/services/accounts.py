@@ -81,7 +81,7 @@ class Accounts:
         self,
         tokens: TokenIssuer,
         bcrypt_rounds: int,
-        public_url: str | None,
+        media_url: str | None,
         limits: LoginLimits,
         *,
         rotate_refresh: bool,
@@ -90,7 +90,7 @@ class Accounts:
         self.tokens = tokens
         self.rotate_refresh = rotate_refresh
         self.rounds = bcrypt_rounds
-        self.public_url = public_url
+        self.media_url = media_url
         self.limits = limits
         self.throttle: Throttle = throttle or MemoryThrottle()
 
@@ -101,14 +101,17 @@ class Accounts:
         if wait:
             raise TooManyRequests(f"Too many sign-ups from this address; try again in {wait} seconds.", wait)
 
-    async def sign_up(self, form: SignUp, photo: str | None) -> dict[str, Any]:
+    async def sign_up(self, form: SignUp, photos: users.Photos | None) -> dict[str, Any]:
         """Create a user; a taken username is a 400 on ``username``."""
         hashed = await hash_password(form.password, self.rounds)
+        photo, thumbnail = photos or (None, None)
         try:
-            user = await users.create(form.username, hashed, form.first_name, form.last_name, form.group, photo)
+            user = await users.create(
+                form.username, hashed, form.first_name, form.last_name, form.group, photo, thumbnail
+            )
         except users.UsernameTaken:
             raise ValidationFailed.field("username", "A user with that username already exists.") from None
-        return user.public(self.public_url)
+        return user.public(self.media_url)
 
     async def log_in(self, username: str, password: str, address: str = "") -> dict[str, str]:
         """Check credentials and issue an access/refresh pair; one message and one cost for every failure.
@@ -133,7 +136,7 @@ class Accounts:
         return {"access": self.access_for(caller), "refresh": self.refresh_for(caller, generation)}
 
     def access_for(self, caller: Caller) -> str:
-        claims = caller.public(self.public_url)
+        claims = caller.public(self.media_url)
         del claims["id"]  # the issuer sets it
         return self.tokens.issue(ACCESS, caller.id, claims)
 

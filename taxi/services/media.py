@@ -1,108 +1,59 @@
-"""Photos: decode an upload with Pillow, re-encode its pixels without metadata, keep it under a name we choose.
+"""Photos: an upload checked and re-encoded in two sizes (``taxi.services.images``), kept in a photo store under
+names we choose, found again by name, and removed when replaced.
 
-What is stored is never the uploaded file: a phone's photo carries EXIF (the GPS position where it was taken,
-the device), XMP and comments, and anyone with the URL can fetch it. Only the pixels (turned upright as the EXIF
-orientation says), transparency and the colour profile survive, in the same format family.
+The store is a folder (``LocalStore``) or an S3 bucket (``taxi.services.s3_store``); names are random and never
+reused, so a stored photo never changes. Every object is noted in ``taxi_media_pending`` before it is written and
+before it is deleted, and the note is dropped once a user names it (or it is gone): a failure anywhere between the
+store and the database leaves a note, and ``sweep`` later removes what no user names.
 """
 
 from __future__ import annotations
 
 import asyncio
-import io
+import concurrent.futures
+import datetime as dt
+import logging
 import os
 import re
 import secrets
 import stat
-import warnings
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
-from PIL import Image, ImageOps, JpegImagePlugin, UnidentifiedImageError
+from taxi.domain import utcnow
+from taxi.errors import ServiceUnavailable
+from taxi.queries import media as pending
+from taxi.queries.users import Photos
+from taxi.services.images import ACCEPTED, CONTENT_TYPES, FORMATS, clean_image
 
-from taxi.errors import ValidationFailed
+log = logging.getLogger("taxi.media")
 
-# Pillow format -> (extension, content type). Nothing else is accepted.
-FORMATS: dict[str, tuple[str, str]] = {
-    "JPEG": ("jpg", "image/jpeg"),
-    "PNG": ("png", "image/png"),
-    "WEBP": ("webp", "image/webp"),
-    "GIF": ("gif", "image/gif"),
-}
-ACCEPTED = "JPEG, PNG, WebP or GIF"
-CONTENT_TYPES = {ext: ctype for ext, ctype in FORMATS.values()}
+__all__ = ["ACCEPTED", "CONTENT_TYPES", "FORMATS", "LocalStore", "Media", "PhotoStore", "Photos"]
+
 PHOTO_NAME = re.compile(r"^[0-9a-f]{32}\.(jpg|png|webp|gif)$")
 PHOTO_DIR = "photos"
-# What a re-encoded image keeps of the decoder's info: how it looks, nothing about where or by whom it was taken.
-_KEPT_INFO = ("transparency", "background", "icc_profile")
-_INVALID = "Upload a valid image. The file you uploaded was either not an image or a corrupted image."
 
 
-@dataclass(frozen=True)
-class CleanImage:
-    """An accepted photo: its extension and the re-encoded bytes to store."""
+class PhotoStore(Protocol):
+    """Where photo files live, by bare name (``<hex>.<ext>``)."""
 
-    extension: str
-    body: bytes
+    async def put(self, name: str, body: bytes, content_type: str) -> None:
+        """Store ``body`` under ``name``; it is readable by that name once this returns."""
 
+    async def delete(self, name: str) -> None:
+        """Remove ``name``; nothing happens if it is not there."""
 
-def _reencode(source: Image.Image, fmt: str) -> bytes:
-    """The first frame's pixels, upright, in ``fmt``, with no metadata but transparency and colour profile."""
-    upright = ImageOps.exif_transpose(source)  # a new image, the orientation applied to its pixels
-    upright.info = {key: source.info[key] for key in _KEPT_INFO if key in source.info}
-    options: dict[str, object] = {}
-    if icc := source.info.get("icc_profile"):
-        options["icc_profile"] = icc
-    if fmt == "JPEG":
-        # The upload's own quantisation tables: about the same quality and size as what was sent.
-        quantization = getattr(source, "quantization", None)
-        if quantization:
-            options.update(qtables=quantization, subsampling=JpegImagePlugin.get_sampling(source))
-        else:
-            options["quality"] = 90
-    elif fmt == "WEBP":
-        options["quality"] = 90
-    out = io.BytesIO()
-    upright.save(out, fmt, **options)  # one frame: save_all is not asked for
-    return out.getvalue()
+    async def get(self, name: str) -> bytes | None:
+        """The bytes stored under ``name``, or None."""
 
+    async def exists(self, name: str) -> bool: ...
 
-def clean_image(body: bytes, max_bytes: int, max_pixels: int) -> CleanImage:
-    """Decode the whole image and re-encode it (blocking; run it in an executor); refuse anything but a sane photo."""
-    if not body:
-        raise ValidationFailed.field("photo", "The submitted file is empty.")
-    if len(body) > max_bytes:
-        raise ValidationFailed.field("photo", f"Ensure the file is at most {max_bytes // (1024 * 1024)} MB.")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(body), formats=list(FORMATS)) as im:
-                fmt = im.format or ""
-                width, height = im.size
-                # Refuse by header before decoding a single pixel: a small file can claim gigapixels.
-                if width * height > max_pixels:
-                    raise ValidationFailed.field(
-                        "photo", f"Image is too large: {width}x{height} pixels, at most {max_pixels} allowed."
-                    )
-                im.load()  # a truncated or corrupt file fails here
-                if fmt not in FORMATS:
-                    raise ValidationFailed.field("photo", f"Unsupported image format: expected {ACCEPTED}.")
-                return CleanImage(FORMATS[fmt][0], _reencode(im, fmt))
-    except ValidationFailed:
-        raise
-    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise ValidationFailed.field("photo", _INVALID) from None
-    except (OSError, SyntaxError, ValueError, EOFError, KeyError):
-        raise ValidationFailed.field("photo", _INVALID) from None
+    async def url(self, name: str) -> str | None:
+        """Where a client can fetch ``name`` directly (a presigned URL), or None: this server serves the bytes."""
 
+    async def start(self) -> None: ...
 
-def _write(root: Path, body: bytes, extension: str) -> str:
-    folder = root / PHOTO_DIR
-    folder.mkdir(parents=True, exist_ok=True)
-    name = f"{secrets.token_hex(16)}.{extension}"
-    tmp = folder / f".{name}.part"
-    tmp.write_bytes(body)
-    os.replace(tmp, folder / name)
-    return f"{PHOTO_DIR}/{name}"
+    async def stop(self) -> None: ...
 
 
 def _read_regular(folder: Path, name: str) -> bytes | None:
@@ -119,38 +70,175 @@ def _read_regular(folder: Path, name: str) -> bytes | None:
         return handle.read()
 
 
-class Media:
-    """Stores checked photos under ``root`` and finds them again by name."""
+class LocalStore:
+    """Photos as files in ``<root>/photos/``, written whole (a temporary file renamed into place)."""
 
-    def __init__(self, root: Path, max_bytes: int, max_pixels: int) -> None:
+    def __init__(self, root: Path) -> None:
         self.root = root
+        self.folder = root / PHOTO_DIR
+
+    def _write(self, name: str, body: bytes) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        tmp = self.folder / f".{name}.part"
+        tmp.write_bytes(body)
+        os.replace(tmp, self.folder / name)
+
+    def _read(self, name: str) -> bytes | None:
+        # The photo folder itself must be where the root says, not a link to somewhere else.
+        if os.path.realpath(self.folder) != os.path.join(os.path.realpath(self.root), PHOTO_DIR):
+            return None
+        return _read_regular(self.folder, name)
+
+    async def put(self, name: str, body: bytes, content_type: str) -> None:
+        await asyncio.get_running_loop().run_in_executor(None, self._write, name, body)
+
+    async def delete(self, name: str) -> None:
+        path = self.folder / name
+        await asyncio.get_running_loop().run_in_executor(None, lambda: path.unlink(missing_ok=True))
+
+    async def get(self, name: str) -> bytes | None:
+        return await asyncio.get_running_loop().run_in_executor(None, self._read, name)
+
+    async def exists(self, name: str) -> bool:
+        return (self.folder / name).is_file()
+
+    async def url(self, name: str) -> str | None:
+        return None
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        return None
+
+
+def bare_name(stored: str) -> str | None:
+    """The store's name for a stored value (``photos/<hex>.<ext>``), or None if it is not one we gave out."""
+    bare = stored.removeprefix(f"{PHOTO_DIR}/")
+    return bare if PHOTO_NAME.match(bare) else None
+
+
+# What a failed removal looks like: the store away (503) or a local file that cannot be removed. The pending note
+# stays, and a later sweep tries again.
+_REMOVAL_ERRORS = (ServiceUnavailable, OSError)
+SWEEP_GRACE = dt.timedelta(minutes=10)  # far longer than any upload takes between its write and its user's row
+SWEEP_INTERVAL = 60.0  # seconds between two sweeps of one worker
+SWEEP_BATCH = 100
+# Photos are decoded and encoded by one thread per worker process. Pillow releases the GIL, so more threads would
+# run at once and take the cores from the event loop (a worker per core is the deployment's shape): the loop's
+# latency, not the photo throughput, would pay. Uploads beyond one wait their turn in the queue of this pool.
+PHOTO_THREADS = 1
+SWEEP_BATCHES = 10
+
+
+class Media:
+    """Checks, re-encodes and stores photos in ``store``; limits come from the settings."""
+
+    def __init__(self, store: PhotoStore, max_bytes: int, max_pixels: int) -> None:
+        self.store = store
         self.max_bytes = max_bytes
         self.max_pixels = max_pixels
+        self._sweeper: asyncio.Task[None] | None = None
+        self._pillow: concurrent.futures.ThreadPoolExecutor | None = None
 
-    async def store_photo(self, body: bytes) -> str:
-        """Check, clean and store an upload; return its media-relative name, e.g. ``photos/<hex>.png``."""
+    async def start(self, sweep_every: float | None = SWEEP_INTERVAL) -> None:
+        """Open the store on this worker's loop, and sweep leftovers now and then (None: never)."""
+        await self.store.start()
+        if sweep_every is not None:
+            self._sweeper = asyncio.create_task(self._sweep_forever(sweep_every), name="media-sweeper")
+
+    async def stop(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            await asyncio.gather(self._sweeper, return_exceptions=True)
+            self._sweeper = None
+        if self._pillow is not None:
+            self._pillow.shutdown(wait=False, cancel_futures=True)
+            self._pillow = None
+        await self.store.stop()
+
+    async def store_photo(self, body: bytes) -> Photos:
+        """Check, re-encode and store an upload in both sizes; return their media-relative names
+        (``photos/<hex>.<ext>``), still pending until ``settle`` says a user names them."""
+        if self._pillow is None:
+            self._pillow = concurrent.futures.ThreadPoolExecutor(PHOTO_THREADS, thread_name_prefix="photos")
         loop = asyncio.get_running_loop()
-        clean = await loop.run_in_executor(None, clean_image, body, self.max_bytes, self.max_pixels)
-        return await loop.run_in_executor(None, _write, self.root, clean.body, clean.extension)
+        clean = await loop.run_in_executor(self._pillow, clean_image, body, self.max_bytes, self.max_pixels)
+        names = [f"{secrets.token_hex(16)}.{clean.extension}" for _ in range(2)]
+        values = [f"{PHOTO_DIR}/{name}" for name in names]
+        await pending.add_pending(values, utcnow())  # the database away: a 503 before anything is written
+        try:
+            for name, data in zip(names, (clean.photo, clean.thumbnail), strict=True):
+                await self.store.put(name, data, clean.content_type)
+        except BaseException:
+            await asyncio.shield(self._remove(values))
+            raise
+        return Photos(*values)
 
-    async def discard(self, name: str) -> None:
-        """Remove a stored photo (sign-up failed after the file was written)."""
-        bare = name.removeprefix(f"{PHOTO_DIR}/")
-        if PHOTO_NAME.match(bare):
-            path = self.root / PHOTO_DIR / bare
-            await asyncio.get_running_loop().run_in_executor(None, lambda: path.unlink(missing_ok=True))
+    async def settle(self, photos: Photos) -> None:
+        """A user names these photos now: they are no longer pending (a failure here only leaves work for a sweep,
+        which keeps what a user names)."""
+        try:
+            await pending.drop_pending([value for value in photos if value])
+        except ServiceUnavailable as exc:
+            log.warning("photos %s stored, their pending notes kept: %r", photos, exc)
 
-    async def read_photo(self, name: str) -> tuple[bytes, str] | None:
-        """A stored photo's bytes and content type; None for a name we could not have given out, or for anything in
-        the photo folder that is not a regular file of its own (a symbolic link, a FIFO, a folder linked elsewhere)."""
+    async def discard(self, photos: Photos) -> None:
+        """Remove stored photos (replaced, or their sign-up failed after they were written)."""
+        names = [value for value in photos if value and bare_name(value)]
+        if not names:
+            return
+        try:
+            await pending.add_pending(names, utcnow())
+        except ServiceUnavailable as exc:
+            log.warning("photos %s left in the store (no pending note: %r)", names, exc)
+            return
+        await self._remove(names)
+
+    async def _remove(self, names: list[str]) -> None:
+        """Delete objects and then their pending notes; what cannot be deleted now stays noted for a sweep."""
+        for value in names:
+            bare = bare_name(value)
+            try:
+                if bare is not None:
+                    await self.store.delete(bare)
+                await pending.drop_pending([value])
+            except _REMOVAL_ERRORS as exc:
+                log.warning("photo %s not removed now, left for a later sweep: %r", value, exc)
+
+    async def sweep(self, grace: dt.timedelta = SWEEP_GRACE) -> int:
+        """Remove the objects noted more than ``grace`` ago that no user names; drop the notes of those a user
+        names. Returns how many objects were removed (or tried)."""
+        removed = 0
+        for _ in range(SWEEP_BATCHES):  # bounded: notes that cannot be removed now come back in every batch
+            stale = await pending.stale_pending(utcnow() - grace, SWEEP_BATCH)
+            orphans = [value for value in stale if not await pending.is_named(value)]
+            await pending.drop_pending([value for value in stale if value not in orphans])
+            await self._remove(orphans)
+            removed += len(orphans)
+            if len(stale) < SWEEP_BATCH:
+                break
+        return removed
+
+    async def _sweep_forever(self, every: float) -> None:
+        while True:
+            await asyncio.sleep(every)
+            try:
+                if removed := await self.sweep():
+                    log.info("removed %d photo objects that no user names", removed)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("sweeping pending photos failed; trying again later")
+
+    async def locate(self, name: str) -> tuple[bytes, str] | str | None:
+        """A stored photo: its bytes and content type when this server serves it, a URL to redirect to when the
+        store serves it (a presigned URL), or None for a name we could not have given out or that is not there
+        (or, in a folder, is not a regular file of its own: a symbolic link, a FIFO, a folder linked elsewhere)."""
         if not PHOTO_NAME.match(name):
             return None
-        folder = self.root / PHOTO_DIR
-        body = await asyncio.get_running_loop().run_in_executor(None, self._read, folder, name)
+        url = await self.store.url(name)
+        if url is not None:
+            return url
+        body = await self.store.get(name)
         return None if body is None else (body, CONTENT_TYPES[name.rsplit(".", 1)[1]])
-
-    def _read(self, folder: Path, name: str) -> bytes | None:
-        # The photo folder itself must be where the root says, not a link to somewhere else.
-        if os.path.realpath(folder) != os.path.join(os.path.realpath(self.root), PHOTO_DIR):
-            return None
-        return _read_regular(folder, name)

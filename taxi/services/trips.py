@@ -52,7 +52,7 @@ class TripPage:
     next: Keyset | None
 
 
-def trip_out(trip: TripRow, public_url: str | None, driver_location: Fix | None = None) -> dict[str, Any]:
+def trip_out(trip: TripRow, media_url: str | None, driver_location: Fix | None = None) -> dict[str, Any]:
     """The public shape of a trip, the same over HTTP and the WebSocket.
 
     ``driver_location``: the driver's last fix, shown while the trip is active (null otherwise).
@@ -64,8 +64,8 @@ def trip_out(trip: TripRow, public_url: str | None, driver_location: Fix | None 
         "pick_up_address": trip.pick_up_address,
         "drop_off_address": trip.drop_off_address,
         "status": trip.status,
-        "driver": trip.driver.public(public_url) if trip.driver else None,
-        "rider": trip.rider.public(public_url) if trip.rider else None,
+        "driver": trip.driver.public(media_url) if trip.driver else None,
+        "rider": trip.rider.public(media_url) if trip.rider else None,
         "pick_up_location": trip.pick_up_location.out() if trip.pick_up_location else None,
         "drop_off_location": trip.drop_off_location.out() if trip.drop_off_location else None,
         "driver_location": driver_location.out() if driver_location and trip.status in ACTIVE else None,
@@ -133,16 +133,16 @@ def require_driver(caller: Caller, action: str = "update trips") -> None:
 
 
 class Trips:
-    """Trip operations; ``public_url`` makes photo URLs absolute when set. ``presence`` (where drivers are) is
+    """Trip operations; ``media_url`` is where photo URLs start. ``presence`` (where drivers are) is
     the worker's, set when it starts."""
 
-    def __init__(self, public_url: str | None, max_open: int = 1) -> None:
-        self.public_url = public_url
+    def __init__(self, media_url: str | None, max_open: int = 1) -> None:
+        self.media_url = media_url
         self.max_open = max_open  # open trips a rider may hold at once
         self.presence: Presence | None = None
 
     def out(self, trip: TripRow, driver_location: Fix | None = None) -> dict[str, Any]:
-        return trip_out(trip, self.public_url, driver_location)
+        return trip_out(trip, self.media_url, driver_location)
 
     async def out_for(self, caller: Caller, trips: list[TripRow]) -> list[dict[str, Any]]:
         """``out_many``, but a trip the caller may no longer see (a request another driver took, or one since

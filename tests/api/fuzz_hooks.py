@@ -3,7 +3,7 @@
 A sign-up has rules that JSON Schema cannot state and the OpenAPI description states in words: password2 equals
 password1, a password is at most 72 bytes in UTF-8 (``maxLength`` counts characters), the username is not taken,
 the username keeps the rules its pattern cannot state, and a photo is an image file of one of the listed types (the coverage phase sends any bytes as "binary"). Positive
-sign-up cases are made to follow them. Likewise the trip list's ``cursor`` is whatever a previous page's Link gave
+sign-up cases are made to follow them (and a positive photo change gets an image). Likewise the trip list's ``cursor`` is whatever a previous page's Link gave
 (signed by the server): a positive case's cursor becomes one signed with the server's secret (``TAXI_FUZZ_SECRET``),
 at a random place. Every other refusal of a schema-valid request is a failure of the run.
 
@@ -32,13 +32,15 @@ from taxi.security import BCRYPT_MAX_BYTES
 from taxi.services.media import FORMATS
 
 _serial = itertools.count()
+# The operations whose multipart form carries a photo (an image file, which "binary" in a schema cannot say).
+_PHOTO_FORMS = ("/api/sign_up/", "/api/me/photo/")
 
 
 @schemathesis.hook
 def filter_case(ctx: Any, case: Any) -> bool:
     meta = case.meta
     negative = meta is not None and not meta.generation.mode.is_positive
-    return not (negative and case.operation.path == "/api/sign_up/" and case.media_type == "multipart/form-data")
+    return not (negative and case.operation.path in _PHOTO_FORMS and case.media_type == "multipart/form-data")
 
 
 @schemathesis.hook
@@ -49,10 +51,13 @@ def map_case(ctx: Any, case: Any) -> Any:
     if case.operation.path == "/api/trip/" and isinstance(case.query, dict) and "cursor" in case.query:
         place = Keyset(datetime.now(UTC) - timedelta(seconds=random.randrange(10**6)), uuid.uuid4())
         case.query["cursor"] = encode_cursor(place, os.environ["TAXI_FUZZ_SECRET"])
-    if case.operation.path != "/api/sign_up/":
+    if case.operation.path not in _PHOTO_FORMS:
         return case
     body = case.body
     if not isinstance(body, dict):
+        return case
+    if case.operation.path == "/api/me/photo/":
+        _valid_photo(body)
         return case
     password = body.get("password1")
     if isinstance(password, str):
@@ -69,12 +74,16 @@ def map_case(ctx: Any, case: Any) -> Any:
         # letters, such as U+013F -> "L" + U+00B7) are in the description: a name that breaks them becomes one
         # that keeps them.
         body["username"] = username if not usernames.problems(usernames.normalize(username)) else "user" + suffix
+    _valid_photo(body)
+    return case
+
+
+def _valid_photo(body: dict[str, Any]) -> None:
     photo = body.get("photo")
     if photo is not None and not (isinstance(photo, bytes | bytearray) and _is_image(bytes(photo))):
         buf = io.BytesIO()
         Image.new("RGB", (2, 2)).save(buf, "PNG")
         body["photo"] = buf.getvalue()
-    return case
 
 
 def _is_image(data: bytes) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import io
 import json
 import secrets
 import time
@@ -11,6 +12,7 @@ import time
 import httpx
 import jwt
 import pytest
+from PIL import Image
 from sanic_testing.reusable import ReusableClient
 
 from taxi.app import create_app
@@ -33,6 +35,7 @@ def test_user_can_sign_up_with_json(client, sql):
         "last_name": "User",
         "group": "rider",
         "photo": None,
+        "photo_thumbnail": None,
     }
     stored = sql.fetch("SELECT password FROM taxi_user WHERE username = %s", ("user@example.com",))[0][0]
     assert stored.startswith("$2b$") and PASSWORD not in stored
@@ -52,13 +55,16 @@ def test_user_can_sign_up_with_a_photo_as_multipart(client, settings):
         files={"photo": ("photo.png", png(), "image/png")},
     )
     assert resp.status == 201, resp.text
-    photo = resp.json["photo"]
+    photo, thumbnail = resp.json["photo"], resp.json["photo_thumbnail"]
     assert photo.startswith("/media/photos/") and photo.endswith(".png")
+    assert thumbnail.startswith("/media/photos/") and thumbnail.endswith(".png") and thumbnail != photo
     _, got = client.get(photo)
     assert got.status == 200
     assert got.headers["content-type"] == "image/png"
     assert got.content == png()
-    assert len(list((settings.media_root / "photos").iterdir())) == 1
+    _, small = client.get(thumbnail)
+    assert small.status == 200 and Image.open(io.BytesIO(small.content)).size == (256, 256)
+    assert len(list((settings.media_root / "photos").iterdir())) == 2
 
 
 def test_sign_up_refuses_bad_fields_with_one_message_list_per_field(client):

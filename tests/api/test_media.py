@@ -118,7 +118,7 @@ def test_taken_username_leaves_no_orphan_photo(client, settings):
     assert sign_up_with(client, ("a.png", png(), "image/png"), "same@example.com").status == 201
     resp = sign_up_with(client, ("b.png", png(), "image/png"), "same@example.com")
     assert resp.status == 400 and list(resp.json) == ["username"]
-    assert len(stored_files(settings)) == 1
+    assert len(stored_files(settings)) == 2  # the photo and its thumbnail, of the first sign-up only
 
 
 @pytest.mark.parametrize(
