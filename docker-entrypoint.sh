@@ -1,5 +1,5 @@
 #!/bin/sh
-# Container entrypoint: bring the schema up to date, then become the Sanic main process.
+# Container entrypoint: bring the schema up to date, then become the Sanic main process (`taxi serve`).
 #
 # With arguments, run them instead (a one-off command in the image, e.g. `python -m taxi migrate` or `sh`).
 # Without, migrate (safe from several containers at once: it holds a PostgreSQL advisory lock) and then
@@ -14,4 +14,4 @@ fi
 
 python -m taxi migrate
 
-exec python -m taxi.launch --host 0.0.0.0 --port 8000 --workers "${TAXI_WORKERS:-2}"
+exec python -m taxi serve --host 0.0.0.0 --port 8000 --workers "${TAXI_WORKERS:-2}"

@@ -18,7 +18,7 @@ from sanic_ext import openapi
 from taxi import __version__, logs, supervise
 from taxi import db as dbm
 from taxi import metrics as metricsm
-from taxi.api import auth, connection, drivers, health, media, observe, socket, trips
+from taxi.api import auth, connection, docs, drivers, health, media, observe, socket, trips
 from taxi.api.context import AppContext, TaxiApp
 from taxi.api.conversation import CLIENT_TYPES
 from taxi.api.errors import JSONErrorHandler
@@ -60,7 +60,7 @@ def create_app(settings: Settings | object | None = None, name: str = "taxi") ->
     _configure(app, settings)
 
     allow_no_subprotocol()  # the socket offers the taxi.v2 subprotocol; the reference client offers none
-    for module in (auth, trips, drivers, media, health, socket):
+    for module in (auth, trips, drivers, media, health, socket, docs):
         app.blueprint(module.bp)
         openapi.exclude(bp=module.bp)  # described once, exactly, in taxi.api.spec
     app.ext.openapi.raw(build_spec(settings))
@@ -138,6 +138,11 @@ def _configure(app: TaxiApp, settings: Settings) -> None:
         config.CORS = False
     config.OAS_UI_DEFAULT = "swagger"
     config.OAS_URL_PREFIX = "/docs"
+    # Swagger UI from the installed package, not a CDN: /docs works offline (taxi.api.docs). Redoc has no
+    # offline copy here, so it is not offered.
+    config.OAS_UI_SWAGGER_CDN_URL = docs.ASSETS_URL
+    config.OAS_UI_SWAGGER_VERSION = docs.ASSETS_VERSION
+    config.OAS_UI_REDOC = False
     app.ext.openapi.describe(
         "taxi",
         version=__version__,

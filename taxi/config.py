@@ -260,6 +260,13 @@ class Settings:
         low=1,
     )
 
+    backlog: int = setting(
+        1024,
+        "TAXI_BACKLOG",
+        "listen backlog of `taxi serve`: connections the kernel queues before the server accepts them (a burst "
+        "beyond it waits for SYN retransmits, about 1 s each; the kernel caps it at `net.core.somaxconn`)",
+        low=1,
+    )
     metrics: bool = setting(
         False,
         "TAXI_METRICS",
@@ -298,8 +305,11 @@ class Settings:
         return self.max_photo_bytes + 256 * 1024
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
-        """Build settings from ``TAXI_*`` variables (``os.environ`` by default); raise ConfigError if invalid."""
+    def from_env(cls, env: Mapping[str, str] | None = None, *, signing: bool = True) -> Settings:
+        """Build settings from ``TAXI_*`` variables (``os.environ`` by default); raise ConfigError if invalid.
+
+        ``signing=False`` (tools that issue no token: migrate, the admin commands) leaves the secret unresolved.
+        """
         env = os.environ if env is None else env
         values: dict[str, Any] = {}
         for item in fields(cls):
@@ -307,7 +317,8 @@ class Settings:
             if raw is not None and raw != "":
                 values[item.name] = _parse(item, raw)
         database = values.get("database", cls.database)
-        values["secret_key"] = resolve_secret(values.get("secret_key", ""), database)
+        if signing:
+            values["secret_key"] = resolve_secret(values.get("secret_key", ""), database)
         settings = cls(**values)
         if settings.log_format not in LOG_FORMATS:
             raise ConfigError(f"TAXI_LOG_FORMAT: expected one of {', '.join(LOG_FORMATS)}, got {settings.log_format!r}")

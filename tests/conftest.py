@@ -1,7 +1,8 @@
 """Fixtures: one PostgreSQL database and one SQLite file per test run, emptied before every test.
 
-Set TAXI_TEST_PG_HOST/PORT/USER and TAXI_TEST_REDIS_URL to point the suite elsewhere; by default it
-uses the PostgreSQL and Redis on 127.0.0.1. The run's database is dropped at the end.
+Set TAXI_TEST_PG_HOST/PORT/USER and TAXI_TEST_REDIS_URL to point the suite elsewhere; by default it uses the
+PostgreSQL and Redis on 127.0.0.1 (scripts/test sets them to private instances when nothing answers there).
+The run's database is dropped at the end.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from taxi.app import TaxiApp, create_app
 from taxi.config import DatabaseURL, Settings
 from taxi.migrations import migrate
 from taxiload.harness import PrivateRedis
+from tests import frames, wsclient
 from tests.support import SyncDB, serving_app
 
 RUN_ID = f"{os.getpid()}_{secrets.token_hex(3)}"
@@ -48,6 +50,20 @@ def _admin() -> psycopg2.extensions.connection:
     conn = psycopg2.connect(dbname="postgres", host=PG_HOST, port=PG_PORT, user=PG_USER)
     conn.autocommit = True
     return conn
+
+
+@pytest.fixture(autouse=True)
+def frames_follow_the_asyncapi_document() -> Iterator[None]:
+    """Every frame a test's sockets (tests/wsclient.py) exchanged is one the AsyncAPI document describes, both ways
+    (tests/frames.py); a frame it does not describe fails the test at teardown."""
+    recordings: list[wsclient.Recording] = []
+    wsclient.RECORDINGS = recordings
+    try:
+        yield
+    finally:
+        wsclient.RECORDINGS = None
+    problems = frames.check(recordings).problems
+    assert not problems, f"{len(problems)} frames not in /docs/asyncapi.json:\n" + "\n".join(problems[:10])
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -1,4 +1,8 @@
-"""A small WebSocket client for tests, on the websockets library (a real socket to a real server)."""
+"""A small WebSocket client for tests, on the websockets library (a real socket to a real server).
+
+Every socket it opens records the text frames it sends and receives while a recording is on (``RECORDINGS``):
+tests/conftest.py turns it on around every test and checks what was exchanged against /docs/asyncapi.json.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +11,14 @@ import contextlib
 import json
 import secrets
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import websockets
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
+from websockets.typing import Data
 
 from taxi.app import create_app
 from taxi.config import Settings
@@ -21,13 +28,48 @@ from tests.support import bearer, log_in, serving_app, sign_up
 WAIT = 5 * TIMEOUT_SCALE
 
 
+@dataclass
+class Recording:
+    """The text frames one socket exchanged, in order, and its protocol version."""
+
+    version: int
+    sent: list[str] = field(default_factory=list)
+    received: list[str] = field(default_factory=list)
+
+
+RECORDINGS: list[Recording] | None = None  # a list while recording (set by tests/conftest.py)
+
+
+class RecordingConnection(ClientConnection):
+    """A websockets client connection that keeps every text frame in its ``recording``, if it has one."""
+
+    recording: Recording | None = None
+
+    async def send(self, message: Any, text: bool | None = None) -> None:
+        if self.recording is not None and isinstance(message, str):
+            self.recording.sent.append(message)
+        await super().send(message, text=text)
+
+    async def recv(self, decode: bool | None = None) -> Data:
+        message = await super().recv(decode)
+        if self.recording is not None and isinstance(message, str):
+            self.recording.received.append(message)
+        return message
+
+
 async def connect(base: str, token: str, ready: bool = True, protocol: int = 1, **kwargs: Any) -> ClientConnection:
     """Open a socket; with ``ready``, wait for an echo so the server has joined its groups (as the protocol
     promises: a client that got an answer hears every later broadcast). ``protocol=2`` offers the taxi.v2
     subprotocol."""
     if protocol == 2:
         kwargs.setdefault("subprotocols", ["taxi.v2"])
-    ws = await websockets.connect(f"{base}/taxi/?token={token}", open_timeout=WAIT, **kwargs)
+    ws = await websockets.connect(
+        f"{base}/taxi/?token={token}", open_timeout=WAIT, create_connection=RecordingConnection, **kwargs
+    )
+    if RECORDINGS is not None:
+        query = parse_qs(urlsplit(ws.request.path).query) if ws.request else {}
+        ws.recording = Recording(2 if ws.subprotocol == "taxi.v2" or query.get("protocol") == ["2"] else 1)
+        RECORDINGS.append(ws.recording)
     if ready:
         await ws.send('{"type": "echo.message", "data": "ready?"}')
         reply = json.loads(await asyncio.wait_for(ws.recv(), WAIT))

@@ -105,10 +105,20 @@ def worker_pids(main_pid: int) -> list[int]:
     return sorted(pids)
 
 
+# The ways to start the server: Sanic's own command line on the factory, the package's ``taxi serve``, and the
+# supervised launcher it runs (``python -m taxi.launch``); Sanic's command line always listens with a backlog of 100.
+LAUNCHERS = {
+    "sanic": [sys.executable, "-m", "sanic", "taxi.app:create_app", "--factory", "--no-motd"],
+    "taxi": [sys.executable, "-m", "taxi", "serve"],
+    "launch": [sys.executable, "-m", "taxi.launch"],
+}
+
+
 class ServerProcess:
-    """``python -m sanic taxi.app:create_app --factory --workers N`` on a free port, in its own session, and stopped
-    as a supervisor should: SIGTERM to the main PID only (a SIGTERM to the whole process group makes the main
-    process exit 1 with "Broken pipe"), SIGKILL to the group as a last resort.
+    """``python -m sanic taxi.app:create_app --factory --workers N`` (or ``python -m taxi serve --workers N`` with
+    ``launcher="taxi"``, or any command given as a list) on a free port, in its own session, and stopped as a supervisor should: SIGTERM to the main
+    PID only (a SIGTERM to the whole process group makes the main process exit 1 with "Broken pipe"), SIGKILL to
+    the group as a last resort.
 
     ``env`` is added to this process's environment. Its output goes to ``log`` (kept), or to a temporary file that
     ``close()`` removes after keeping the text for ``output()``.
@@ -121,8 +131,16 @@ class ServerProcess:
         port: int | None = None,
         log: Path | None = None,
         preexec_fn: Callable[[], None] | None = None,
+        launcher: str | list[str] = "sanic",
+        cwd: Path = REPO,
         launch: bool = False,
     ) -> None:
+        # A name in LAUNCHERS, or the command itself (an installed `taxi serve`); --host, --port, --workers follow.
+        # launch=True is the same as launcher="launch".
+        if launch:
+            launcher = "launch"
+        self.launcher = LAUNCHERS[launcher] if isinstance(launcher, str) else launcher
+        self.cwd = cwd
         self.port = port or free_port()
         self.launch = launch  # python -m taxi.launch (supervised workers) instead of the sanic command
         self.workers = workers
@@ -148,16 +166,12 @@ class ServerProcess:
     def start(self, timeout: float = 30.0) -> ServerProcess:
         """Start it and wait for the first 200 of GET /api/health/, then SETTLE_AFTER_READY more. If it exits or
         does not answer in time: close() and RuntimeError (with its output, or where its log is)."""
-        if self.launch:
-            app = ["-m", "taxi.launch", "--host", "127.0.0.1"]
-            cmd = [sys.executable, *app, "--port", str(self.port), "--workers", str(self.workers)]
-        else:
-            app = ["-m", "sanic", "taxi.app:create_app", "--factory", "--host", "127.0.0.1"]
-            cmd = [sys.executable, *app, "--port", str(self.port), "--workers", str(self.workers), "--no-motd"]
+        address = ["--host", "127.0.0.1", "--port", str(self.port), "--workers", str(self.workers)]
+        cmd = [*self.launcher, *address]
         with self.log.open("wb") as out:
             self.proc = subprocess.Popen(
                 cmd,
-                cwd=REPO,
+                cwd=self.cwd,
                 env=self.env,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -231,20 +245,33 @@ class ServerProcess:
         self.close()
 
 
+def postgres_bindir() -> Path:
+    """Where PostgreSQL's initdb and pg_ctl are: TAXI_TEST_PG_BINDIR if set (and nowhere else), else the newest
+    /usr/lib/postgresql/<version>/bin (Debian's layout), else beside the initdb on PATH; SetupError if none."""
+    given = os.environ.get("TAXI_TEST_PG_BINDIR")
+    if given:
+        candidates = [Path(given)]
+    else:
+        versions = sorted(
+            Path("/usr/lib/postgresql").glob("*/bin"),
+            key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0,
+        )
+        found = shutil.which("initdb")
+        candidates = [*reversed(versions), *([Path(found).resolve().parent] if found else [])]
+    for bindir in candidates:
+        if (bindir / "initdb").exists() and (bindir / "pg_ctl").exists():
+            return bindir
+    where = given or "/usr/lib/postgresql/*/bin or PATH"
+    raise SetupError(f"PostgreSQL's initdb and pg_ctl were not found in {where} (Debian: apt-get install postgresql)")
+
+
 class PrivatePostgres:
     """A throw-away PostgreSQL cluster on a free port (initdb into a temp dir, pg_ctl start/stop), so that it can be
     stopped and started without touching the machine's server. PostgreSQL refuses to run as root, so as root every
-    tool runs as the ``postgres`` user through runuser. The binaries: TAXI_TEST_PG_BINDIR, else
-    /usr/lib/postgresql/15/bin, else the initdb on PATH."""
+    tool runs as the ``postgres`` user through runuser. The binaries: see ``postgres_bindir``."""
 
     def __init__(self, prefix: str = "taxi-pg-") -> None:
-        bindir = Path(os.environ.get("TAXI_TEST_PG_BINDIR", "/usr/lib/postgresql/15/bin"))
-        if not (bindir / "initdb").exists():
-            found = shutil.which("initdb")
-            bindir = Path(found).resolve().parent if found else bindir
-        if not (bindir / "initdb").exists() or not (bindir / "pg_ctl").exists():
-            raise SetupError("PostgreSQL's initdb and pg_ctl are needed (set TAXI_TEST_PG_BINDIR)")
-        self.bindir = bindir
+        self.bindir = postgres_bindir()
         self.port = free_port()
         self.server = f"postgresql://postgres@127.0.0.1:{self.port}"
         # Not under pytest's tmp_path: that is private to root, and the cluster runs as postgres.
@@ -252,7 +279,10 @@ class PrivatePostgres:
         self._as: list[str] = []
         try:
             if os.geteuid() == 0:
-                user = pwd.getpwnam("postgres")
+                try:
+                    user = pwd.getpwnam("postgres")
+                except KeyError:
+                    raise SetupError("PostgreSQL refuses to run as root, and there is no postgres user") from None
                 os.chown(self.dir, user.pw_uid, user.pw_gid)
                 self._as = ["runuser", "-u", "postgres", "--"]
             self._run(
@@ -309,9 +339,10 @@ class PrivateRedis:
     (redis.log) in ``log_dir``; it can be stopped and started again on the same port."""
 
     def __init__(self, log_dir: Path) -> None:
-        binary = shutil.which("redis-server")
+        # TAXI_TEST_REDIS_SERVER names the binary (default: redis-server on PATH).
+        binary = shutil.which(os.environ.get("TAXI_TEST_REDIS_SERVER") or "redis-server")
         if binary is None:
-            raise SetupError("redis-server is needed (apt-get install redis-server)")
+            raise SetupError("redis-server was not found (Debian: apt-get install redis-server)")
         self.binary, self.log_dir, self.port = binary, log_dir, free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.proc: subprocess.Popen[bytes] | None = None

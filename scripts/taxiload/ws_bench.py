@@ -46,6 +46,12 @@ def parse_args(doc: str) -> argparse.Namespace:
     parser.add_argument("--city-drivers", type=int, default=10000, help="city: driver sockets (default 10000)")
     parser.add_argument("--city-rate", type=float, default=20, help="city: trip requests/s (default 20)")
     parser.add_argument("--radius", type=int, default=5000, help="city: TAXI_DISPATCH_RADIUS_M (default 5000)")
+    parser.add_argument(
+        "--launcher",
+        choices=("sanic", "taxi"),
+        default="sanic",
+        help="start the server with Sanic's CLI (listen backlog 100) or `taxi serve` (TAXI_BACKLOG) (default sanic)",
+    )
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the results to PATH as JSON")
     parser.add_argument("--profile", action="store_true", help="py-spy one worker during the broadcast run")
     args = parser.parse_args()
@@ -104,7 +110,8 @@ def run_all(args: argparse.Namespace, log_dir: Path, rows: list[Row], profiles: 
         drivers: list[Account] = []
         for n in args.worker_counts:
             print(f"workers={n}: starting the server (log: {log_dir / f'server-w{n}.log'})")
-            server = ServerProcess(db.env, n, log=log_dir / f"server-w{n}.log", preexec_fn=raise_nofile)
+            log = log_dir / f"server-w{n}.log"
+            server = ServerProcess(db.env, n, log=log, preexec_fn=raise_nofile, launcher=args.launcher)
             try:
                 server.start()
                 if not drivers:

@@ -212,6 +212,22 @@ async def get(trip_id: uuid.UUID) -> TripRow | None:
     return _trip_row(rows[0]) if rows else None
 
 
+async def search(status: str | None, user_id: int | None, limit: int) -> list[TripRow]:
+    """The newest trips for the administration: of any user, or those ``user_id`` rides or drives; of any status,
+    or of ``status``."""
+    where: list[str] = []
+    params: list[Any] = []
+    if status is not None:
+        where.append("t.status = {p}")
+        params.append(status)
+    if user_id is not None:
+        where.append("(t.rider_id = {p} OR t.driver_id = {p})")
+        params += [user_id, user_id]
+    columns = _TRIP_PG if dbm.is_postgresql() else _TRIP
+    text = _select(columns) + (f"WHERE {' AND '.join(where)} " if where else "") + _NEWEST.replace("{limit}", "{p}")
+    return [_trip_row(row) for row in await dbm.fetch_all(dbm.SQL(text), (*params, limit))]
+
+
 class Reach(NamedTuple):
     """Where a driver is (None: no fresh position) and how far requests reach."""
 

@@ -120,3 +120,66 @@ async def spend(jti: str, user_id: int, expires: dt.datetime) -> bool:
     inserted = await dbm.execute(_SPEND, (jti, user_id, dbm.timestamp(expires)))
     await SpentToken.delete().where(SpentToken.expires_at < utcnow()).aio_execute()
     return inserted == 1
+
+
+# The administration's reads and writes (the ``taxi users`` commands), which look at inactive accounts too.
+
+
+class AccountRow(NamedTuple):
+    """A user as an administrator sees it: the public fields, whether it may log in, and when it signed up."""
+
+    id: int
+    username: str
+    first_name: str
+    last_name: str
+    group: str
+    photo: str | None
+    is_active: bool
+    date_joined: dt.datetime
+
+
+_ACCOUNT_FIELDS = (
+    User.id,
+    User.username,
+    User.first_name,
+    User.last_name,
+    User.group,
+    User.photo,
+    User.is_active,
+    User.date_joined,
+)
+_SET_ACTIVE = dbm.SQL(
+    "UPDATE taxi_user SET is_active = {p}, refresh_generation = refresh_generation + {p} WHERE id = {p}"
+)
+
+
+def _account(user: User) -> AccountRow:
+    return AccountRow(*(getattr(user, f.name) for f in _ACCOUNT_FIELDS))
+
+
+async def accounts(group: str | None = None, search: str | None = None) -> list[AccountRow]:
+    """Every user, oldest first; only those of ``group``, and those whose username or names contain ``search``
+    (whatever its case)."""
+    query = User.select(*_ACCOUNT_FIELDS).order_by(User.id)
+    if group:
+        query = query.where(User.group == group)
+    if search:
+        query = query.where(
+            User.username.contains(search) | User.first_name.contains(search) | User.last_name.contains(search)
+        )
+    return [_account(user) for user in await query.aio_execute()]
+
+
+async def account(username: str) -> AccountRow | None:
+    """The user a typed username names, active or not: the exact name first, else the case-insensitive key."""
+    for condition in (User.username == username, User.username_key == usernames.key(username)):
+        found = await User.select(*_ACCOUNT_FIELDS).where(condition).limit(1).aio_execute()
+        if found:
+            return _account(found[0])
+    return None
+
+
+async def set_active(user_id: int, active: bool) -> None:
+    """Allow or forbid a user to log in. Deactivating also retires every refresh token the user holds, so a
+    later reactivation does not bring them back."""
+    await dbm.execute(_SET_ACTIVE, (active, 0 if active else 1, user_id))
