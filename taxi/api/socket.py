@@ -9,6 +9,7 @@ get ``{"type": "error", "data": {"code", "detail"}}`` and the socket stays open.
 from __future__ import annotations
 
 import logging
+from urllib.parse import parse_qs
 
 from sanic import Blueprint
 from sanic.server.websockets.impl import WebsocketImplProtocol
@@ -35,7 +36,9 @@ async def handshake_guard(request: TaxiRequest) -> None:
     """Runs before the upgrade: a bad token gets a plain 401, never an accepted-then-dropped socket."""
     request.ctx.caller, claims = await authenticate_claims(request, request.args.get("token"))
     request.ctx.token_exp = claims["exp"]  # a version 2 socket is closed when its token expires
-    asked = request.get_args(keep_blank_values=True).getlist("protocol")
+    # Parsed here and not kept: request.get_args() would cache a second copy of every argument (the token too)
+    # on a request that an open socket holds for its whole life.
+    asked = parse_qs(request.query_string, keep_blank_values=True).get("protocol", [])
     if asked not in ([], ["1"], ["2"]):
         raise ValidationFailed.field("protocol", f"Must be 1 or 2, got {', '.join(asked)[:32]!r}.")
 
