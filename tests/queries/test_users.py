@@ -27,7 +27,7 @@ async def test_a_user_is_created_once_and_found_by_id_and_username(connected):
     assert await users.find_for_login("nobody") is None
     with pytest.raises(users.UsernameTaken):
         await users.create("ana", "hash", "", "", "rider", None)
-    assert user.public("https://cdn.example")["photo"] == "https://cdn.example/media/photos/x.png"
+    assert user.public("https://cdn.example/media")["photo"] == "https://cdn.example/media/photos/x.png"
 
 
 async def test_a_deactivated_user_is_not_found(connected):
