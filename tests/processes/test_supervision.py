@@ -71,7 +71,11 @@ def _check(cycles):
         assert cycle.exit_code == 0, f"{what}: exit code {cycle.exit_code}\n{cycle.output}"
         assert cycle.leftovers == 0, f"{what}: {cycle.leftovers} processes left\n{cycle.output}"
         if cycle.served:  # stopped while serving (a socket open, requests in flight): a clean stop
-            assert "Traceback" not in cycle.output, f"{what}\n{cycle.output}"
+            # Except for a worker still importing the application when a group signal reached it (with two workers
+            # one may serve while the other starts): it dies of KeyboardInterrupt before any handler can exist
+            # (docs/pitfalls.md); the supervisor says so, and the server still stops with 0.
+            if "was still starting" not in cycle.output:
+                assert "Traceback" not in cycle.output, f"{what}\n{cycle.output}"
             assert "did not stop" not in cycle.output, f"{what}\n{cycle.output}"
             assert "Task was destroyed" not in cycle.output, f"{what}\n{cycle.output}"
     assert sum(c.served for c in cycles) >= 4  # the stops while serving did happen while serving
