@@ -10,22 +10,26 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from taxi import __version__, protocol, schemas
+from taxi import __version__
 from taxi.api.spec import SCHEMAS
 from taxi.domain import STATUSES
 from taxi.protocol import (
     AUTHENTICATE,
     AUTHENTICATED,
+    CANCEL_TRIP,
     CREATE_TRIP,
     DRIVER_LOCATION,
     ECHO,
     ERROR,
+    RESUME,
+    RESUME_DONE,
+    RESUME_REQUIRED,
     UPDATE_AVAILABILITY,
     UPDATE_LOCATION,
     UPDATE_TRIP,
     V2_SUBPROTOCOL,
 )
-from taxi.schemas import MAX_ADDRESS, MAX_SPEED
+from taxi.schemas import MAX_ADDRESS, MAX_REASON, MAX_RESUME_TRIPS, MAX_SPEED
 
 _TEXT = r"^[^\u0000]*$"  # no NUL character, as every text field of the API
 BOTH, V2 = [1, 2], [2]
@@ -88,6 +92,10 @@ _TRIP_REQUEST = {
         "pick_up_location": {"oneOf": [{"type": "null"}, _ref("Point")]},
         "drop_off_location": {"oneOf": [{"type": "null"}, _ref("Point")]},
         "rider": _CLAIM,
+        "request_id": {
+            "type": ["string", "null"],
+            "description": "a UUID the client makes: the same rider repeating it gets the trip it made, not a new one",
+        },
     },
 }
 _TRIP_UPDATE = {
@@ -117,7 +125,7 @@ _ERROR = {
         "code": {
             "type": "string",
             "description": "invalid_json, invalid_message, unknown_type, invalid, forbidden, not_found, "
-            "trip_unavailable, invalid_transition, unavailable, user_inactive, unauthorized, rate_limited, "
+            "trip_unavailable, invalid_transition, trip_open, unavailable, user_inactive, unauthorized, rate_limited, "
             "internal_error (README)",
         },
         "detail": {"type": "string"},
@@ -165,62 +173,58 @@ SERVER_MESSAGES = {
 }
 
 
-# Cancel and resume (issue 10) are described as soon as the protocol has them: the branch that adds them and this
-# document land separately. Once both are on main, import the names like the others.
-_CANCEL_TRIP: str | None = getattr(protocol, "CANCEL_TRIP", None)
-if _CANCEL_TRIP is not None:
-    CLIENT_MESSAGES["cancelTrip"] = _message(
-        _CANCEL_TRIP,
-        "The rider cancels a REQUESTED or STARTED trip; its driver hands a STARTED one back",
-        {
-            "type": "object",
-            "required": ["id"],
-            "properties": {
-                "id": {"type": "string", "description": "the trip's id, a UUID"},
-                "reason": {
-                    "type": ["string", "null"],
-                    "maxLength": getattr(schemas, "MAX_REASON", 255),
-                    "pattern": _TEXT,
-                },
-                "version": {
-                    "description": "cancel only if the trip is still at this version",
-                    "oneOf": [
-                        {"type": "integer", "minimum": 1, "maximum": 2**31 - 1},
-                        {"type": "string", "pattern": "^[0-9]{1,10}$"},
-                        {"type": "null"},
-                    ],
-                },
+CLIENT_MESSAGES["cancelTrip"] = _message(
+    CANCEL_TRIP,
+    "The rider cancels a REQUESTED or STARTED trip; its driver hands a STARTED one back",
+    {
+        "type": "object",
+        "required": ["id"],
+        "properties": {
+            "id": {"type": "string", "description": "the trip's id, a UUID"},
+            "reason": {
+                "type": ["string", "null"],
+                "maxLength": MAX_REASON,
+                "pattern": _TEXT,
+            },
+            "version": {
+                "description": "cancel only if the trip is still at this version",
+                "oneOf": [
+                    {"type": "integer", "minimum": 1, "maximum": 2**31 - 1},
+                    {"type": "string", "pattern": "^[0-9]{1,10}$"},
+                    {"type": "null"},
+                ],
             },
         },
-        V2,
-    )
-    CLIENT_MESSAGES["resume"] = _message(
-        getattr(protocol, "RESUME", "resume"),
-        "After a reconnect: the last version seen of each trip; the server sends what changed, then resume.done",
-        {
-            "type": "object",
-            "properties": {
-                "trips": {
-                    "type": "object",
-                    "maxProperties": getattr(schemas, "MAX_RESUME_TRIPS", 500),
-                    "additionalProperties": {"type": "integer", "minimum": 0, "maximum": 2**31 - 1},
-                }
-            },
+    },
+    V2,
+)
+CLIENT_MESSAGES["resume"] = _message(
+    RESUME,
+    "After a reconnect: the last version seen of each trip; the server sends what changed, then resume.done",
+    {
+        "type": "object",
+        "properties": {
+            "trips": {
+                "type": "object",
+                "maxProperties": MAX_RESUME_TRIPS,
+                "additionalProperties": {"type": "integer", "minimum": 0, "maximum": 2**31 - 1},
+            }
         },
-        V2,
-    )
-    SERVER_MESSAGES["resumeDone"] = _message(
-        getattr(protocol, "RESUME_DONE", "resume.done"),
-        "The answer to resume is complete: how many trips it sent",
-        {"type": "object", "required": ["sent"], "properties": {"sent": {"type": "integer", "minimum": 0}}},
-        V2,
-    )
-    SERVER_MESSAGES["resumeRequired"] = _message(
-        getattr(protocol, "RESUME_REQUIRED", "resume.required"),
-        "Events may have been missed (the broker was away): send resume",
-        {"type": "object"},
-        V2,
-    )
+    },
+    V2,
+)
+SERVER_MESSAGES["resumeDone"] = _message(
+    RESUME_DONE,
+    "The answer to resume is complete: how many trips it sent",
+    {"type": "object", "required": ["sent"], "properties": {"sent": {"type": "integer", "minimum": 0}}},
+    V2,
+)
+SERVER_MESSAGES["resumeRequired"] = _message(
+    RESUME_REQUIRED,
+    "Events may have been missed (the broker was away): send resume",
+    {"type": "object"},
+    V2,
+)
 
 
 def _operation(action: str, message: str) -> dict[str, Any]:
