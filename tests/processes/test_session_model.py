@@ -218,11 +218,20 @@ class Sessions(RuleBasedStateMachine):
 
     def teardown(self) -> None:
         try:
-            for phone in self.riders + self.drivers:
-                if phone.ws is not None:
-                    self.run(phone.ws.close())
+            self.run(self._leave())
         finally:
             self.loop.close()
+
+    async def _leave(self) -> None:
+        """Close every socket and end every task of the example, so nothing is left pending on a closed loop."""
+        for phone in self.riders + self.drivers:
+            for task in list(phone.resyncs):
+                task.cancel()
+            await asyncio.gather(*phone.resyncs, return_exceptions=True)
+            if phone.ws is not None:
+                await phone.ws.close()
+            if phone.reader is not None:
+                await asyncio.gather(phone.reader, return_exceptions=True)
 
     def check(self) -> None:
         for phone in self.riders + self.drivers:
