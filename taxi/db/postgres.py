@@ -11,6 +11,7 @@ import psycopg2
 from peewee_async.connection import connection_context
 from peewee_async.pool import AioPgPoolBackend
 
+from taxi.db import pgpool
 from taxi.db.outage import is_lost_connection, outage_as_unavailable
 from taxi.db.statements import SQL
 from taxi.db.usage import CountingPool
@@ -21,7 +22,14 @@ _DRIVER_FAILURES = (RuntimeError, psycopg2.OperationalError, psycopg2.InterfaceE
 
 
 class _CountingAioPgPool(CountingPool, AioPgPoolBackend):
-    """aiopg's pool, counting connections in use and waiters for the metrics."""
+    """aiopg connections in our pool (``taxi.db.pgpool``: no lock convoy under load), counting connections in use
+    and waiters for the metrics."""
+
+    async def create(self) -> None:
+        params = dict(self.connect_params)
+        if "connect_timeout" in params:
+            params["timeout"] = params.pop("connect_timeout")
+        self.pool = await pgpool.create_pool(database=self.database, **params)
 
 
 class PostgresqlDatabase(peewee_async.PostgresqlDatabase):
