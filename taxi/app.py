@@ -28,6 +28,7 @@ from taxi.api.spec import build_spec
 from taxi.api.ws_transport import allow_no_subprotocol
 from taxi.config import ConfigError, Settings
 from taxi.db.usage import pool_usage
+from taxi.loopwatch import LoopWatch, tune_collector
 from taxi.migrations import LATEST, current_version, migrate
 from taxi.protocol import RESUME_REQUIRED, frame
 from taxi.realtime import Hub, LocalBroker, RedisBroker, Relay, Session
@@ -247,6 +248,11 @@ async def _open_worker(app: TaxiApp) -> None:
     relay.on_leave = left
     if isinstance(app.ctx.meter, metricsm.PrometheusMeter):
         app.ctx.sampler = asyncio.create_task(_sample_pool(app.ctx.meter, app.ctx.database), name="pool-gauges")
+        app.ctx.loop_watch = LoopWatch(app.ctx.meter.loop_lag)
+    else:
+        app.ctx.loop_watch = LoopWatch(lambda _lag: None)
+    app.ctx.loop_watch.start()
+    tune_collector()  # last: everything this worker built so far lives as long as it does
 
 
 def _measure(app: TaxiApp) -> metricsm.PrometheusMeter:
@@ -302,6 +308,8 @@ async def _close_sockets(app: TaxiApp) -> None:
 async def _close_worker(app: TaxiApp) -> None:
     if app.ctx.sampler is not None:
         app.ctx.sampler.cancel()
+    if app.ctx.loop_watch is not None:
+        app.ctx.loop_watch.stop()
     keepalive = getattr(app.ctx, "keepalive", None)
     if keepalive is not None:
         keepalive.stop()

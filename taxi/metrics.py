@@ -22,6 +22,7 @@ DIRECTORY_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 # Client frame types counted by name; anything else is counted as "other" (a client must not be able to make
 # up label values: every new one is a new time series).
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+_LAG_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)  # 20 ms: the stall a client may notice
 
 
 def use_directory() -> tuple[Path, bool]:
@@ -77,6 +78,12 @@ def _instruments() -> dict[str, Any]:
         "delivered": counter("taxi_broadcasts_delivered", "Broadcast frames handed to local sockets"),
         "publish_failures": counter("taxi_broadcast_publish_failures", "Broadcasts the broker refused"),
         "slow": counter("taxi_ws_slow_consumer_closes", "Sockets closed for falling too far behind (1013)"),
+        "loop_lag": Histogram(
+            "taxi_event_loop_lag_seconds",
+            "How late a worker's event loop woke a task that asked to wake (sampled every 10 ms)",
+            buckets=_LAG_BUCKETS,
+            registry=registry,
+        ),
         "pool": gauge("taxi_db_pool_connections", "Database pool connections in use, and tasks waiting", ("state",)),
         "reconnects": counter("taxi_broker_reconnects", "Times the Redis pub/sub connection came back"),
     }
@@ -93,6 +100,7 @@ class PrometheusMeter:
         self._frames_in: dict[str, Any] = {}
         self._published = metrics["published"]
         self._delivered = metrics["delivered"]
+        self._loop_lag = metrics["loop_lag"]
         self._pool_in_use = metrics["pool"].labels("in_use")
         self._pool_waiting = metrics["pool"].labels("waiting")
 
@@ -100,6 +108,9 @@ class PrometheusMeter:
     def request(self, route: str, method: str, status: int, seconds: float) -> None:
         self._metrics["requests"].labels(route, method, str(status)).inc()
         self._metrics["latency"].labels(route).observe(seconds)
+
+    def loop_lag(self, seconds: float) -> None:
+        self._loop_lag.observe(seconds)
 
     def pool(self, in_use: int, waiting: int) -> None:
         self._pool_in_use.set(in_use)

@@ -17,6 +17,7 @@ from sanic.config import Config
 
 from taxi.api.keepalive import Keepalive
 from taxi.config import Settings
+from taxi.loopwatch import LoopWatch
 from taxi.realtime import Relay, Session
 from taxi.realtime.meter import NO_METER, Meter
 from taxi.realtime.pace import MessageLimit
@@ -51,6 +52,7 @@ class AppContext:
     meter: Meter = field(init=False, default=NO_METER)  # the worker's metrics (Prometheus), or none
     metrics_dir: Path | None = None  # where every worker's metric values are kept (TAXI_METRICS=1)
     sampler: asyncio.Task[None] | None = field(init=False, default=None)  # the pool gauges' updater
+    loop_watch: LoopWatch | None = field(init=False, default=None)  # this worker's event loop lag
     message_limit: MessageLimit = field(init=False)  # every socket's rate (TAXI_WS_MESSAGES_PER_S)
 
     def __post_init__(self) -> None:
