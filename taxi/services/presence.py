@@ -19,6 +19,7 @@ from taxi.services.presence_store import Fix, PresenceStore
 from taxi.services.trip_events import Audience
 
 NEARBY_LIMIT = 50  # drivers shown on a rider's map
+NEAR_SLACK_M = 1.0  # the store's coarse distance filter may round differently from geo.distance_m
 
 
 class Presence:
@@ -59,9 +60,12 @@ class Presence:
     async def within(self, point: Point) -> list[tuple[int, Fix, float]]:
         """Drivers with a fresh fix within the radius of ``point``, nearest first (busy and off included)."""
         cells = geo.cells_within(point.lat, point.lng, self.radius_m, self.resolution)
+        # The store filters coarsely (a metre of slack for its arithmetic); the exact rule is ours, below.
+        candidates, stale = await self.store.near(
+            cells, point.lat, point.lng, self.radius_m + NEAR_SLACK_M, self._clock() - self.stale_s
+        )
         found = []
-        stale: dict[int, str] = {}
-        for driver, fix in (await self.store.in_cells(cells)).items():
+        for driver, fix in candidates.items():
             if not self.fresh(fix):
                 stale[driver] = geo.cell_of(fix.lat, fix.lng, self.resolution)
                 continue

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from taxi import geo
 from taxi.errors import BrokerUnavailable
 
 SENT_TTL_S = 86_400  # who heard a request matters until it is taken; a day bounds what a lost trip leaves
@@ -73,6 +74,13 @@ class PresenceStore(Protocol):
     async def in_cells(self, cells: Iterable[str]) -> dict[int, Fix]:
         """Every driver indexed under one of ``cells``, with its last fix."""
 
+    async def near(
+        self, cells: Iterable[str], lat: float, lng: float, reach_m: float, fresh_after: float
+    ) -> tuple[dict[int, Fix], dict[int, str]]:
+        """The drivers indexed under ``cells`` whose last fix is younger than ``fresh_after`` (Unix seconds) and
+        within about ``reach_m`` of (``lat``, ``lng``); and, separately, the stale ones found (driver -> cell). A
+        coarse filter: the caller checks the distance exactly (the shared store computes it in Redis)."""
+
     async def unindex(self, drivers: dict[int, str]) -> None:
         """Remove index entries (driver -> cell) found stale by a search."""
 
@@ -125,6 +133,20 @@ class LocalPresenceStore:
     async def in_cells(self, cells: Iterable[str]) -> dict[int, Fix]:
         return {d: self._fixes[d][0] for cell in cells for d in self._cells.get(cell, ())}
 
+    async def near(
+        self, cells: Iterable[str], lat: float, lng: float, reach_m: float, fresh_after: float
+    ) -> tuple[dict[int, Fix], dict[int, str]]:
+        found: dict[int, Fix] = {}
+        stale: dict[int, str] = {}
+        for cell in cells:
+            for driver in self._cells.get(cell, ()):
+                fix, indexed = self._fixes[driver]
+                if fix.at <= fresh_after:
+                    stale[driver] = indexed
+                elif geo.distance_m(lat, lng, fix.lat, fix.lng) <= reach_m:
+                    found[driver] = fix
+        return found, stale
+
     async def unindex(self, drivers: dict[int, str]) -> None:
         for driver in drivers:
             await self.forget(driver)
@@ -151,6 +173,42 @@ class LocalPresenceStore:
         return None
 
 
+# The search of nearby drivers, run inside Redis: the members of the cells, their fixes, and only the fresh ones
+# within reach sent back (a request over a busy district would otherwise move and parse every fix in a few dozen
+# cells). The fix format is Fix.encode's: "lat lng heading speed at cell", "-" for a missing value.
+# KEYS: the fixes hash, then the cells' sets. ARGV: lat, lng, reach (metres), fresh after (Unix seconds).
+# Returns {driver, fix, ...} fresh and within reach, {driver, cell, ...} stale.
+_NEAR_SCRIPT = """
+local R, RAD = 6371007.180918475, math.pi / 180
+local lat, lng = tonumber(ARGV[1]) * RAD, tonumber(ARGV[2]) * RAD
+local reach, after = tonumber(ARGV[3]), tonumber(ARGV[4])
+local cos_lat = math.cos(lat)
+local members = redis.call('SUNION', unpack(KEYS, 2))
+local found, stale = {}, {}
+for first = 1, #members, 1000 do
+    local ids = {unpack(members, first, math.min(first + 999, #members))}
+    local values = redis.call('HMGET', KEYS[1], unpack(ids))
+    for i, value in ipairs(values) do
+        if value then
+            local flat, flng, at, cell = string.match(value, '^(%S+) (%S+) %S+ %S+ (%S+) (%S+)$')
+            if tonumber(at) <= after then
+                stale[#stale + 1] = ids[i]
+                stale[#stale + 1] = cell
+            else
+                local p2 = tonumber(flat) * RAD
+                local h = math.sin((p2 - lat) / 2) ^ 2 + cos_lat * math.cos(p2) * math.sin((tonumber(flng) * RAD - lng) / 2) ^ 2
+                if 2 * R * math.asin(math.min(1, math.sqrt(h))) <= reach then
+                    found[#found + 1] = ids[i]
+                    found[#found + 1] = value
+                end
+            end
+        end
+    end
+end
+return {found, stale}
+"""
+
+
 class RedisPresenceStore:
     """The shared store: a hash of fixes, a set per H3 cell, a set of drivers switched off, a set per request.
 
@@ -167,6 +225,7 @@ class RedisPresenceStore:
         # one round trip. If another process moved the driver meanwhile, the driver stays listed in an old cell
         # too, which a search only over-reads (it checks the stored position).
         self._indexed: dict[int, str] = {}
+        self._near = client.register_script(_NEAR_SCRIPT)
 
     async def put_many(self, fixes: list[tuple[int, Fix, str]]) -> None:
         try:
@@ -221,6 +280,19 @@ class RedisPresenceStore:
         except RedisError as exc:
             raise BrokerUnavailable(f"presence: {exc!r}") from exc
         return await self.fixes(int(m) for m in members)
+
+    async def near(
+        self, cells: Iterable[str], lat: float, lng: float, reach_m: float, fresh_after: float
+    ) -> tuple[dict[int, Fix], dict[int, str]]:
+        keys = [self._cell + c for c in cells]
+        if not keys:
+            return {}, {}
+        try:
+            found, stale = await self._near(keys=[self._fixes, *keys], args=[lat, lng, reach_m, repr(fresh_after)])
+        except RedisError as exc:
+            raise BrokerUnavailable(f"presence: {exc!r}") from exc
+        fixes = {int(found[i]): Fix.decode(_text(found[i + 1]))[0] for i in range(0, len(found), 2)}
+        return fixes, {int(stale[i]): _text(stale[i + 1]) for i in range(0, len(stale), 2)}
 
     async def unindex(self, drivers: dict[int, str]) -> None:
         try:
