@@ -8,6 +8,7 @@ import asyncio
 import io
 import json
 import multiprocessing
+import re
 import statistics
 import tempfile
 import time
@@ -140,6 +141,27 @@ async def avatar_bytes(base: str, token: str, photo: bytes) -> dict[str, int]:
     }
 
 
+LAG_BUCKET = re.compile(r'^taxi_event_loop_lag_seconds_bucket\{le="([^"]+)"\} (\S+)$', re.M)
+
+
+def loop_lag(server: ServerProcess) -> dict[str, float]:
+    """The workers' event loop lag histogram so far (cumulative samples per upper bound, seconds), from /metrics."""
+    text = httpx.get(f"{server.url}/metrics", timeout=10).text
+    return {bound: float(count) for bound, count in LAG_BUCKET.findall(text)}
+
+
+def lag_figures(before: dict[str, float], after: dict[str, float]) -> dict[str, Any]:
+    """Samples taken between two scrapes: how many, how many lagged over 20 ms, and the bound of the worst."""
+    counts = {bound: after[bound] - before.get(bound, 0.0) for bound in after}
+    total = counts.get("+Inf", 0.0)
+    worst = next((bound for bound in sorted(counts, key=_bound) if counts[bound] >= total), "+Inf")
+    return {"samples": int(total), "over_20_ms": int(total - counts.get("0.02", 0.0)), "worst_at_most_s": worst}
+
+
+def _bound(text: str) -> float:
+    return float("inf") if text == "+Inf" else float(text)
+
+
 def measure(server: ServerProcess, seconds: float, concurrency: int, photo: bytes) -> dict[str, Any]:
     tokens = asyncio.run(accounts(server.url, concurrency + 1))
     probe_token = tokens.pop()
@@ -152,13 +174,16 @@ def measure(server: ServerProcess, seconds: float, concurrency: int, photo: byte
     idle.join()
     probe = context.Process(target=echo_probe, args=(server.ws_url, probe_token, seconds, results))
     probe.start()
+    lag_before = loop_lag(server)
     changes = asyncio.run(change_photos(server.url, tokens, photo, seconds))
+    lag_after = loop_lag(server)
     loaded_rtts = results.get(timeout=seconds + 60)
     probe.join()
     return {
         "photo_changes": changes,
         "echo_idle": echo_figures(idle_rtts),
         "echo_during_changes": echo_figures(loaded_rtts),
+        "loop_lag_during_changes": lag_figures(lag_before, lag_after),
         "trip_card_bytes": asyncio.run(avatar_bytes(server.url, tokens[0], photo)),
     }
 
@@ -180,6 +205,11 @@ def report(figures: dict[str, Any], args: argparse.Namespace) -> None:
             f"  echo round trip {name}: p50 {echo['p50_ms']:.1f} ms, p99 {echo['p99_ms']:.1f} ms,"
             f" max {echo['max_ms']:.1f} ms ({echo['echoes']} echoes on {ECHO_SOCKETS} sockets)"
         )
+    lag = figures["loop_lag_during_changes"]
+    print(
+        f"  the workers' event loops meanwhile (taxi_event_loop_lag_seconds, a sample every 10 ms): {lag['samples']}"
+        f" samples, {lag['over_20_ms']} late by over 20 ms, the latest at most {lag['worst_at_most_s']} s"
+    )
     print(
         f"trip card avatar: before sizes {card['before']:,} bytes (the whole photo), now {card['after_thumbnail']:,}"
         f" bytes (the thumbnail; the 1024 px photo is {card['after_photo']:,})"
@@ -197,7 +227,7 @@ def cli(doc: str | None) -> None:
     photo = phone_photo()
     with tempfile.TemporaryDirectory(prefix="bench-photos-") as tmp:
         folder = Path(tmp)
-        env: dict[str, str] = {}
+        env: dict[str, str] = {"TAXI_METRICS": "1"}  # the workers' own event loop lag, read from /metrics
         store = PrivateSeaweed(folder / "seaweed") if args.storage == "s3" else None
         if store is not None:
             store.start()

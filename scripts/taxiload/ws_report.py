@@ -9,8 +9,9 @@ Reference (Django Channels, 2 workers): broadcast to 200 drivers 5,353 deliverie
   lifecycle with 20 pairs 12.1 trips/s, update->rider p99 550 ms; 54 new authenticated sockets/s;
   42.7 KiB server memory per idle socket.
 Targets (2 workers): broadcast to 1,000 drivers >= 60,000 deliveries/s, p99 < 25 ms, 100% delivered;
-  >= 150 lifecycles/s with update->rider p99 < 50 ms; >= 1,000 new sockets/s; 10,000 idle sockets at <= 20 KiB
-  server memory each.
+  >= 150 lifecycles/s with update->rider p99 < 50 ms; >= 1,000 new sockets/s; 10,000 idle sockets at <= 24 KiB
+  server memory each; city (10,000 drivers, 2,500 fixes/s, 20 requests/s): request->nearby drivers and
+  fix->rider p99 < 50 ms, every request delivered to exactly the drivers in range.
 CPU columns are % of one core; this box has {cores} cores, shared by the client ({client}), the server, PostgreSQL
 and Redis. client% is the benchmark's own processes (cl-max% the busiest one); irq% is the kernel's interrupt work
 (mostly loopback TCP), charged to no process; other% is everything else on the box: if it is high, the run was
