@@ -60,15 +60,13 @@ class Presence:
     async def within(self, point: Point) -> list[tuple[int, Fix, float]]:
         """Drivers with a fresh fix within the radius of ``point``, nearest first (busy and off included)."""
         cells = geo.cells_within(point.lat, point.lng, self.radius_m, self.resolution)
-        # The store filters coarsely (a metre of slack for its arithmetic); the exact rule is ours, below.
+        # The store keeps the fresh fixes (``fresh``'s rule, at one instant) and filters the distance coarsely, with
+        # a metre of slack for its arithmetic; the exact distance rule is ours, below.
         candidates, stale = await self.store.near(
             cells, point.lat, point.lng, self.radius_m + NEAR_SLACK_M, self._clock() - self.stale_s
         )
         found = []
         for driver, fix in candidates.items():
-            if not self.fresh(fix):
-                stale[driver] = geo.cell_of(fix.lat, fix.lng, self.resolution)
-                continue
             distance = geo.distance_m(point.lat, point.lng, fix.lat, fix.lng)
             if distance <= self.radius_m:
                 found.append((driver, fix, distance))

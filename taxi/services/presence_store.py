@@ -71,9 +71,6 @@ class PresenceStore(Protocol):
     async def fixes(self, drivers: Iterable[int]) -> dict[int, Fix]:
         """The last fix of each driver that has one."""
 
-    async def in_cells(self, cells: Iterable[str]) -> dict[int, Fix]:
-        """Every driver indexed under one of ``cells``, with its last fix."""
-
     async def near(
         self, cells: Iterable[str], lat: float, lng: float, reach_m: float, fresh_after: float
     ) -> tuple[dict[int, Fix], dict[int, str]]:
@@ -129,9 +126,6 @@ class LocalPresenceStore:
 
     async def fixes(self, drivers: Iterable[int]) -> dict[int, Fix]:
         return {d: self._fixes[d][0] for d in drivers if d in self._fixes}
-
-    async def in_cells(self, cells: Iterable[str]) -> dict[int, Fix]:
-        return {d: self._fixes[d][0] for cell in cells for d in self._cells.get(cell, ())}
 
     async def near(
         self, cells: Iterable[str], lat: float, lng: float, reach_m: float, fresh_after: float
@@ -270,16 +264,6 @@ class RedisPresenceStore:
         except RedisError as exc:
             raise BrokerUnavailable(f"presence: {exc!r}") from exc
         return {int(d): Fix.decode(_text(v))[0] for d, v in zip(ids, values, strict=True) if v is not None}
-
-    async def in_cells(self, cells: Iterable[str]) -> dict[int, Fix]:
-        keys = [self._cell + c for c in cells]
-        if not keys:
-            return {}
-        try:
-            members = await self._redis.sunion(keys)
-        except RedisError as exc:
-            raise BrokerUnavailable(f"presence: {exc!r}") from exc
-        return await self.fixes(int(m) for m in members)
 
     async def near(
         self, cells: Iterable[str], lat: float, lng: float, reach_m: float, fresh_after: float

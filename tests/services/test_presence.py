@@ -99,8 +99,9 @@ async def test_a_position_older_than_the_limit_does_not_count(connected, store):
     now[0] += 0.2
     assert await presence.available_near(pick_up) == []
     assert await presence.fresh_fixes([driver]) == {}
-    assert await store.in_cells(geo.cells_within(pick_up.lat, pick_up.lng, 5000, presence.resolution)) == {}, (
-        "a stale driver found by a search leaves the index"
+    cells = geo.cells_within(pick_up.lat, pick_up.lng, 5000, presence.resolution)
+    assert await store.near(cells, pick_up.lat, pick_up.lng, 5000, fresh_after=0) == ({}, {}), (
+        "a stale driver found by a search leaves the index (a search that counts every fix as fresh finds nobody)"
     )
 
 
