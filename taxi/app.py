@@ -90,7 +90,7 @@ def _context(settings: Settings) -> AppContext:
         settings.login_window,
         settings.signups_per_address,
     )
-    media = Media(photo_store(settings), settings.max_photo_bytes, settings.max_photo_pixels)
+    media = Media(photo_store(settings), settings.max_photo_bytes, settings.max_photo_pixels, settings.photo_processes)
     return AppContext(
         settings=settings,
         tokens=tokens,

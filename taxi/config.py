@@ -198,6 +198,14 @@ class Settings:
         "largest photo in pixels (width × height), refused from its header before any decoding",
         low=1,
     )
+    photo_processes: int = setting(
+        0,
+        "TAXI_PHOTO_PROCESSES",
+        "child processes per worker that decode and encode photos, at a lower CPU priority than the event loops; "
+        "0: one per core",
+        low=0,
+        shown="`0`",
+    )
     trip_list_default: int = setting(
         100, "TAXI_TRIP_LIST_DEFAULT", "`limit` of `GET /api/trip/` when none is given (at most the maximum)", low=1
     )

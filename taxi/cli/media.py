@@ -55,7 +55,7 @@ def run_migrate(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
 def run_reprocess(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     config = settings(env)
-    media = Media(photo_store(config), config.max_photo_bytes, config.max_photo_pixels)
+    media = Media(photo_store(config), config.max_photo_bytes, config.max_photo_pixels, config.photo_processes)
 
     async def work() -> Counter[str]:
         await media.start(sweep_every=None)

@@ -35,7 +35,7 @@ JPEG_QUALITY = 85
 WEBP_QUALITY = 85
 # What a re-encoded image keeps of the decoder's info: how it looks, nothing about where or by whom it was taken.
 _KEPT_INFO = ("transparency", "background", "icc_profile")
-_INVALID = "Upload a valid image. The file you uploaded was either not an image or a corrupted image."
+INVALID_IMAGE = "Upload a valid image. The file you uploaded was either not an image or a corrupted image."
 
 
 @dataclass(frozen=True)
@@ -130,6 +130,6 @@ def clean_image(body: bytes, max_bytes: int, max_pixels: int) -> CleanImage:
     except ValidationFailed:
         raise
     except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise ValidationFailed.field("photo", _INVALID) from None
+        raise ValidationFailed.field("photo", INVALID_IMAGE) from None
     except (OSError, SyntaxError, ValueError, EOFError, KeyError):
-        raise ValidationFailed.field("photo", _INVALID) from None
+        raise ValidationFailed.field("photo", INVALID_IMAGE) from None

@@ -10,7 +10,6 @@ store and the database leaves a note, and ``sweep`` later removes what no user n
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import datetime as dt
 import logging
 import os
@@ -24,7 +23,8 @@ from taxi.domain import utcnow
 from taxi.errors import ServiceUnavailable
 from taxi.queries import media as pending
 from taxi.queries.users import Photos
-from taxi.services.images import ACCEPTED, CONTENT_TYPES, FORMATS, clean_image
+from taxi.services.image_work import ImageWork
+from taxi.services.images import ACCEPTED, CONTENT_TYPES, FORMATS
 
 log = logging.getLogger("taxi.media")
 
@@ -124,22 +124,18 @@ _REMOVAL_ERRORS = (ServiceUnavailable, OSError)
 SWEEP_GRACE = dt.timedelta(minutes=10)  # far longer than any upload takes between its write and its user's row
 SWEEP_INTERVAL = 60.0  # seconds between two sweeps of one worker
 SWEEP_BATCH = 100
-# Photos are decoded and encoded by one thread per worker process. Pillow releases the GIL, so more threads would
-# run at once and take the cores from the event loop (a worker per core is the deployment's shape): the loop's
-# latency, not the photo throughput, would pay. Uploads beyond one wait their turn in the queue of this pool.
-PHOTO_THREADS = 1
 SWEEP_BATCHES = 10
 
 
 class Media:
     """Checks, re-encodes and stores photos in ``store``; limits come from the settings."""
 
-    def __init__(self, store: PhotoStore, max_bytes: int, max_pixels: int) -> None:
+    def __init__(self, store: PhotoStore, max_bytes: int, max_pixels: int, processes: int = 0) -> None:
         self.store = store
         self.max_bytes = max_bytes
         self.max_pixels = max_pixels
         self._sweeper: asyncio.Task[None] | None = None
-        self._pillow: concurrent.futures.ThreadPoolExecutor | None = None
+        self._images = ImageWork(processes)  # decoding and encoding, in child processes (see image_work)
 
     async def start(self, sweep_every: float | None = SWEEP_INTERVAL) -> None:
         """Open the store on this worker's loop, and sweep leftovers now and then (None: never)."""
@@ -152,18 +148,13 @@ class Media:
             self._sweeper.cancel()
             await asyncio.gather(self._sweeper, return_exceptions=True)
             self._sweeper = None
-        if self._pillow is not None:
-            self._pillow.shutdown(wait=False, cancel_futures=True)
-            self._pillow = None
+        await self._images.shutdown()
         await self.store.stop()
 
     async def store_photo(self, body: bytes) -> Photos:
         """Check, re-encode and store an upload in both sizes; return their media-relative names
         (``photos/<hex>.<ext>``), still pending until ``settle`` says a user names them."""
-        if self._pillow is None:
-            self._pillow = concurrent.futures.ThreadPoolExecutor(PHOTO_THREADS, thread_name_prefix="photos")
-        loop = asyncio.get_running_loop()
-        clean = await loop.run_in_executor(self._pillow, clean_image, body, self.max_bytes, self.max_pixels)
+        clean = await self._images.clean(body, self.max_bytes, self.max_pixels)
         names = [f"{secrets.token_hex(16)}.{clean.extension}" for _ in range(2)]
         values = [f"{PHOTO_DIR}/{name}" for name in names]
         await pending.add_pending(values, utcnow())  # the database away: a 503 before anything is written
