@@ -28,7 +28,7 @@ from pathlib import Path
 
 import taxi
 from taxi.errors import ValidationFailed
-from taxi.services.image_child import HEADER
+from taxi.services.image_child import ANSWER, JOB
 from taxi.services.images import INVALID_IMAGE, CleanImage
 
 log = logging.getLogger("taxi.media")
@@ -69,15 +69,14 @@ class _Child:
     def pid(self) -> int:
         return self.process.pid
 
-    async def run(self, job: tuple[bytes, int, int]) -> CleanImage | dict[str, list[str]]:
+    async def run(self, body: bytes, max_bytes: int, max_pixels: int) -> CleanImage | dict[str, list[str]]:
         stdin, stdout = self.process.stdin, self.process.stdout
         assert stdin is not None and stdout is not None
-        payload = pickle.dumps(job, pickle.HIGHEST_PROTOCOL)
         try:
-            stdin.write(HEADER.pack(len(payload)))
-            stdin.write(payload)
+            stdin.write(JOB.pack(len(body), max_bytes, max_pixels))
+            stdin.write(body)
             await stdin.drain()
-            (size,) = HEADER.unpack(await stdout.readexactly(HEADER.size))
+            (size,) = ANSWER.unpack(await stdout.readexactly(ANSWER.size))
             answer: CleanImage | dict[str, list[str]] = pickle.loads(await stdout.readexactly(size))
         except (asyncio.IncompleteReadError, ConnectionError) as exc:
             raise ChildDied(repr(exc)) from None
@@ -119,7 +118,7 @@ class ImageWork:
             for attempt in (1, 2):
                 child = await self._take()
                 try:
-                    result = await child.run((body, max_bytes, max_pixels))
+                    result = await child.run(body, max_bytes, max_pixels)
                 except ChildDied as exc:
                     self._lost(child)
                     if attempt == 1:
