@@ -54,3 +54,27 @@ async def test_an_unreachable_database_is_a_503_not_a_crash(tmp_path):
     assert caught.value.status == 503 and caught.value.headers() == {"Retry-After": "1"}
     with pytest.raises(ServiceUnavailable):
         await dbm.execute(dbm.SQL("UPDATE taxi_user SET first_name = '' WHERE id = 0"))
+
+
+async def test_postgresql_queries_leave_nothing_for_the_cyclic_collector(pg_database_url):
+    import gc
+
+    database = await dbm.connect(pg_database_url, pool_size=2)
+    try:
+        await dbm.fetch_all(dbm.SQL("SELECT 1"))  # the pool and its connections exist before counting
+        gc.collect()
+        gc.disable()
+        gc.set_debug(gc.DEBUG_SAVEALL)  # what a collection finds goes to gc.garbage instead of being freed
+        try:
+            for i in range(50):
+                assert await dbm.fetch_all(dbm.SQL("SELECT {p}"), (i,)) == [(i,)]
+            gc.collect()
+            left = [type(o).__qualname__ for o in gc.garbage]
+        finally:
+            gc.set_debug(0)
+            gc.garbage.clear()
+            gc.enable()
+        # Each query used to leave aiopg's Cursor and Transaction in a cycle, only the collector could free.
+        assert not [name for name in left if name in ("Cursor", "Transaction", "cursor")], left
+    finally:
+        await database.aio_close()
