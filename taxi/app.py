@@ -250,7 +250,7 @@ async def _open_worker(app: TaxiApp) -> None:
         app.ctx.sampler = asyncio.create_task(_sample_pool(app.ctx.meter, app.ctx.database), name="pool-gauges")
         app.ctx.loop_watch = LoopWatch(app.ctx.meter.loop_lag)
     else:
-        app.ctx.loop_watch = LoopWatch(lambda _lag: None)
+        app.ctx.loop_watch = LoopWatch(lambda _lag, _blocked: None)
     app.ctx.loop_watch.start()
     tune_collector()  # last: everything this worker built so far lives as long as it does
 

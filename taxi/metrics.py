@@ -84,6 +84,12 @@ def _instruments() -> dict[str, Any]:
             buckets=_LAG_BUCKETS,
             registry=registry,
         ),
+        "loop_blocked": Histogram(
+            "taxi_event_loop_blocked_seconds",
+            "The part of each lag sample the loop was not waiting for a CPU core: its own work, or a lock (Linux)",
+            buckets=_LAG_BUCKETS,
+            registry=registry,
+        ),
         "pool": gauge("taxi_db_pool_connections", "Database pool connections in use, and tasks waiting", ("state",)),
         "reconnects": counter("taxi_broker_reconnects", "Times the Redis pub/sub connection came back"),
     }
@@ -101,6 +107,7 @@ class PrometheusMeter:
         self._published = metrics["published"]
         self._delivered = metrics["delivered"]
         self._loop_lag = metrics["loop_lag"]
+        self._loop_blocked = metrics["loop_blocked"]
         self._pool_in_use = metrics["pool"].labels("in_use")
         self._pool_waiting = metrics["pool"].labels("waiting")
 
@@ -109,8 +116,9 @@ class PrometheusMeter:
         self._metrics["requests"].labels(route, method, str(status)).inc()
         self._metrics["latency"].labels(route).observe(seconds)
 
-    def loop_lag(self, seconds: float) -> None:
+    def loop_lag(self, seconds: float, blocked: float) -> None:
         self._loop_lag.observe(seconds)
+        self._loop_blocked.observe(blocked)
 
     def pool(self, in_use: int, waiting: int) -> None:
         self._pool_in_use.set(in_use)

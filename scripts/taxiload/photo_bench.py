@@ -141,13 +141,17 @@ async def avatar_bytes(base: str, token: str, photo: bytes) -> dict[str, int]:
     }
 
 
-LAG_BUCKET = re.compile(r'^taxi_event_loop_lag_seconds_bucket\{le="([^"]+)"\} (\S+)$', re.M)
+LAG_BUCKET = re.compile(r'^taxi_event_loop_(lag|blocked)_seconds_bucket\{le="([^"]+)"\} (\S+)$', re.M)
 
 
-def loop_lag(server: ServerProcess) -> dict[str, float]:
-    """The workers' event loop lag histogram so far (cumulative samples per upper bound, seconds), from /metrics."""
+def loop_lag(server: ServerProcess) -> dict[str, dict[str, float]]:
+    """The workers' event loop histograms so far, ``lag`` and ``blocked`` (the part of the lag not spent waiting
+    for a core): cumulative samples per upper bound, seconds, from /metrics."""
     text = httpx.get(f"{server.url}/metrics", timeout=10).text
-    return {bound: float(count) for bound, count in LAG_BUCKET.findall(text)}
+    found: dict[str, dict[str, float]] = {"lag": {}, "blocked": {}}
+    for kind, bound, count in LAG_BUCKET.findall(text):
+        found[kind][bound] = float(count)
+    return found
 
 
 def lag_figures(before: dict[str, float], after: dict[str, float]) -> dict[str, Any]:
@@ -183,7 +187,8 @@ def measure(server: ServerProcess, seconds: float, concurrency: int, photo: byte
         "photo_changes": changes,
         "echo_idle": echo_figures(idle_rtts),
         "echo_during_changes": echo_figures(loaded_rtts),
-        "loop_lag_during_changes": lag_figures(lag_before, lag_after),
+        "loop_lag_during_changes": lag_figures(lag_before["lag"], lag_after["lag"]),
+        "loop_blocked_during_changes": lag_figures(lag_before["blocked"], lag_after["blocked"]),
         "trip_card_bytes": asyncio.run(avatar_bytes(server.url, tokens[0], photo)),
     }
 
@@ -209,6 +214,11 @@ def report(figures: dict[str, Any], args: argparse.Namespace) -> None:
     print(
         f"  the workers' event loops meanwhile (taxi_event_loop_lag_seconds, a sample every 10 ms): {lag['samples']}"
         f" samples, {lag['over_20_ms']} late by over 20 ms, the latest at most {lag['worst_at_most_s']} s"
+    )
+    blocked = figures["loop_blocked_during_changes"]
+    print(
+        f"    of that lag, not spent waiting for a core (taxi_event_loop_blocked_seconds): {blocked['over_20_ms']}"
+        f" samples over 20 ms, the longest at most {blocked['worst_at_most_s']} s"
     )
     print(
         f"trip card avatar: before sizes {card['before']:,} bytes (the whole photo), now {card['after_thumbnail']:,}"

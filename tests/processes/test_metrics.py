@@ -88,6 +88,9 @@ def test_metrics_count_a_trip_over_every_worker_and_keep_a_killed_workers_counts
         assert "taxi_db_pool_connections" in during and "taxi_broker_reconnects_total" in during
         # Both workers sample their loop every 10 ms from the start: by now hundreds of samples.
         assert value(during, "taxi_event_loop_lag_seconds_count") >= 100
+        assert value(during, "taxi_event_loop_blocked_seconds_count") == value(
+            during, "taxi_event_loop_lag_seconds_count"
+        )
 
         # Spread requests over both workers, then kill one: what it counted stays counted.
         for _ in range(40):
