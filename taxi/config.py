@@ -204,7 +204,6 @@ class Settings:
         "child processes per worker that decode and encode photos, at a lower CPU priority than the event loops; "
         "0: one per core",
         low=0,
-        shown="`0`",
     )
     trip_list_default: int = setting(
         100, "TAXI_TRIP_LIST_DEFAULT", "`limit` of `GET /api/trip/` when none is given (at most the maximum)", low=1

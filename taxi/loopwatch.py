@@ -96,13 +96,15 @@ class LoopWatch:
     async def _sample(self, waited: RunQueueWait) -> None:
         clock = self._clock
         report_at = clock() + REPORT_EVERY_S
+        waited_at = waited()  # each reading ends one sample's window and starts the next
         while True:
             asked = clock() + INTERVAL_S
-            waited_before = waited()
             await asyncio.sleep(INTERVAL_S)
             now = clock()
             lag = max(0.0, now - asked)
-            self._observe(lag, max(0.0, lag - (waited() - waited_before)))
+            waited_now = waited()
+            self._observe(lag, max(0.0, lag - (waited_now - waited_at)))
+            waited_at = waited_now
             if lag > self.worst:
                 self.worst = lag
             if now >= report_at:

@@ -89,8 +89,7 @@ class _Child:
         try:
             await asyncio.wait_for(self.process.wait(), _STOP_WAIT)
         except TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                self.process.kill()
+            self.kill()
             await self.process.wait()
 
     def kill(self) -> None:

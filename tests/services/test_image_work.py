@@ -4,6 +4,7 @@ no child outliving its worker, however the worker ends."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import os
 import signal
@@ -11,6 +12,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -144,43 +146,38 @@ WORKER = textwrap.dedent(
 )
 
 
-def start_worker() -> tuple[subprocess.Popen[str], int]:
+@contextlib.contextmanager
+def worker_with_child() -> Iterator[tuple[subprocess.Popen[str], int]]:
+    """A process that used an ImageWork (its own session: a process group of its own), and its photo process;
+    both gone afterwards, whatever the test did."""
     worker = subprocess.Popen(
         [sys.executable, "-c", WORKER], cwd=ROOT, stdout=subprocess.PIPE, text=True, start_new_session=True
     )
     assert worker.stdout is not None
-    return worker, int(worker.stdout.readline())
-
-
-def test_a_child_dies_with_its_worker_even_when_the_worker_is_killed():
-    worker, child = start_worker()
+    child = int(worker.stdout.readline())
     try:
-        assert running(child)
-        worker.kill()
-        worker.wait(5)
-        assert gone_within(child, 3), "the photo process outlived its SIGKILLed worker"
+        yield worker, child
     finally:
         worker.kill()
         worker.wait(5)
-        assert worker.stdout is not None
         worker.stdout.close()
         if running(child):
             os.kill(child, signal.SIGKILL)
 
 
+def test_a_child_dies_with_its_worker_even_when_the_worker_is_killed():
+    with worker_with_child() as (worker, child):
+        assert running(child)
+        worker.kill()
+        worker.wait(5)
+        assert gone_within(child, 3), "the photo process outlived its SIGKILLed worker"
+
+
 def test_a_ctrl_c_to_the_process_group_is_left_to_the_worker():
-    worker, child = start_worker()
-    try:
+    with worker_with_child() as (worker, child):
         os.kill(child, signal.SIGINT)  # what a terminal's Ctrl-C does to every process of the group
         time.sleep(0.3)
         assert running(child), "the photo process died of a SIGINT meant for its worker"
         os.killpg(worker.pid, signal.SIGINT)  # the worker (no handler here) dies of it; the child follows
         worker.wait(5)
         assert gone_within(child, 3)
-    finally:
-        worker.kill()
-        worker.wait(5)
-        assert worker.stdout is not None
-        worker.stdout.close()
-        if running(child):
-            os.kill(child, signal.SIGKILL)
