@@ -4,7 +4,8 @@
   protocol version; an ``echo.message`` that is not the echo of something this socket sent must be a trip.
 - From a client: every frame the server's own parser accepts must be one of the messages the document says the
   server receives (the document never refuses what the server takes). Whether the parser accepts it is asked of
-  ``taxi.protocol`` itself; a payload naming another user counts as accepted (that is a permission, not a shape).
+  ``taxi.protocol`` itself; a payload naming another user counts as accepted when the user it names would have
+  got it past the parser (that is a permission, not a shape; the parser checks it before the other fields).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import orjson
 
 from taxi.api.asyncapi import CLIENT_MESSAGES, SERVER_MESSAGES, build_asyncapi
 from taxi.errors import PermissionDenied, ValidationFailed
-from taxi.protocol import ECHO, ProtocolError, parse_command, parse_envelope
+from taxi.protocol import CREATE_TRIP, ECHO, ProtocolError, identity_of, parse_command, parse_envelope
 from tests.wsclient import Recording
 
 
@@ -40,12 +41,15 @@ def matching(frame: Any, names: dict[str, Any], version: int) -> list[str]:
     ]
 
 
-def server_accepts(text: str, version: int) -> bool:
+def server_accepts(text: str, version: int, caller_id: int = 1) -> bool:
     try:
         kind, data = parse_envelope(text)
-        parse_command(kind, data, caller_id=1, version=version)
+        parse_command(kind, data, caller_id=caller_id, version=version)
     except PermissionDenied:
-        return True
+        # Refused for naming another author ("rider" of create.trip, "driver" of update.trip), which is checked
+        # first: the shape is accepted if that author's own frame would be.
+        author = identity_of(data.get("rider" if kind == CREATE_TRIP else "driver"), "author")
+        return author is not None and author != caller_id and server_accepts(text, version, author)
     except (ProtocolError, ValidationFailed):
         return False
     return True
