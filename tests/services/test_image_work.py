@@ -129,7 +129,7 @@ async def test_an_upload_that_kills_two_children_is_refused_and_later_ones_are_s
 
 WORKER = textwrap.dedent(
     """
-    import asyncio, io, sys, time
+    import asyncio, io, signal, sys, time
     from PIL import Image
     from taxi.services.image_work import ImageWork
 
@@ -141,6 +141,9 @@ WORKER = textwrap.dedent(
         print(work.pids[0], flush=True)
         await asyncio.sleep(60)
 
+    # A worker stops on Ctrl-C, as Sanic's do, even when started by a shell that ignores SIGINT in the processes it
+    # starts in the background (and so in this one, by inheritance: Python then installs no handler of its own).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     asyncio.run(main())
     """
 )
