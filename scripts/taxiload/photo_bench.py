@@ -10,7 +10,9 @@ import json
 import multiprocessing
 import re
 import statistics
+import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -20,12 +22,14 @@ import websockets
 from PIL import Image, JpegImagePlugin
 
 from taxiload.database import ScratchDatabase
-from taxiload.harness import ServerProcess
+from taxiload.harness import REPO, ServerProcess
 from taxiload.seaweed import PrivateSeaweed
 
 PASSWORD_FOR_LOAD = "bench-photos-pw"
 ECHO_EVERY = 0.02  # seconds between two echoes of one socket
 ECHO_SOCKETS = 6  # spread over the workers by the kernel
+STALL_S = 0.02  # the issue's bound on a blocked event loop
+SCRAPE_EVERY = 0.25  # seconds between two reads of the workers' blocked-loop histogram
 
 
 def phone_photo() -> bytes:
@@ -141,6 +145,67 @@ async def avatar_bytes(base: str, token: str, photo: bytes) -> dict[str, int]:
     }
 
 
+def machine_stalls(seconds: float, results: Any) -> None:
+    """In a process of its own that does nothing else, the workers' own loop watch (``taxi.loopwatch``) for
+    ``seconds``: (monotonic clock time, blocked seconds) of each sample blocked over STALL_S. Such a stall is not this
+    process's code: the machine itself stopped it (the kernel, or a hypervisor pausing the virtual CPU)."""
+    sys.path.insert(0, str(REPO))
+    from taxi.loopwatch import LoopWatch
+
+    async def run() -> list[tuple[float, float]]:
+        stalls: list[tuple[float, float]] = []
+
+        def observe(_lag: float, blocked: float) -> None:
+            if blocked > STALL_S:
+                stalls.append((time.monotonic(), blocked))
+
+        watch = LoopWatch(observe)
+        watch.start()
+        await asyncio.sleep(seconds)
+        watch.stop()
+        return stalls
+
+    results.put(asyncio.run(run()))
+
+
+class BlockedScraper(threading.Thread):
+    """Reads the workers' blocked-loop histogram every SCRAPE_EVERY s: the windows (start, end, monotonic clock) in
+    which samples blocked over STALL_S were taken, and how many in each."""
+
+    def __init__(self, server: ServerProcess) -> None:
+        super().__init__(daemon=True)
+        self.server = server
+        self.windows: list[tuple[float, float, int]] = []
+        self._done = threading.Event()
+
+    def run(self) -> None:
+        last, last_at = _over(loop_lag(self.server)["blocked"]), time.monotonic()
+        while not self._done.wait(SCRAPE_EVERY):
+            now, now_at = _over(loop_lag(self.server)["blocked"]), time.monotonic()
+            if now > last:
+                self.windows.append((last_at, now_at, now - last))
+            last, last_at = now, now_at
+
+    def stop(self) -> list[tuple[float, float, int]]:
+        self._done.set()
+        self.join()
+        return self.windows
+
+
+def _over(buckets: dict[str, float]) -> int:
+    return int(buckets.get("+Inf", 0.0) - buckets.get(str(STALL_S), 0.0))
+
+
+def coinciding(windows: list[tuple[float, float, int]], stalls: list[tuple[float, float]]) -> int:
+    """How many of the workers' blocked samples were taken in a window that also saw the idle process stall (a
+    stall ending at ``t`` after ``s`` seconds overlaps ``[t - s, t]``; a worker sample is taken after its stall)."""
+    return sum(
+        count
+        for start, end, count in windows
+        if any(at - stalled <= end and at >= start - SCRAPE_EVERY for at, stalled in stalls)
+    )
+
+
 LAG_BUCKET = re.compile(r'^taxi_event_loop_(lag|blocked)_seconds_bucket\{le="([^"]+)"\} (\S+)$', re.M)
 
 
@@ -178,17 +243,28 @@ def measure(server: ServerProcess, seconds: float, concurrency: int, photo: byte
     idle.join()
     probe = context.Process(target=echo_probe, args=(server.ws_url, probe_token, seconds, results))
     probe.start()
+    control_results = context.Queue()
+    control = context.Process(target=machine_stalls, args=(seconds, control_results))
+    control.start()
     lag_before = loop_lag(server)
+    scraper = BlockedScraper(server)
+    scraper.start()
     changes = asyncio.run(change_photos(server.url, tokens, photo, seconds))
+    windows = scraper.stop()
     lag_after = loop_lag(server)
     loaded_rtts = results.get(timeout=seconds + 60)
     probe.join()
+    stalls = control_results.get(timeout=60)
+    control.join()
     return {
         "photo_changes": changes,
         "echo_idle": echo_figures(idle_rtts),
         "echo_during_changes": echo_figures(loaded_rtts),
         "loop_lag_during_changes": lag_figures(lag_before["lag"], lag_after["lag"]),
         "loop_blocked_during_changes": lag_figures(lag_before["blocked"], lag_after["blocked"]),
+        "idle_process_stalls_ms": [round(1000 * stalled, 1) for _at, stalled in stalls],
+        "blocked_with_idle_process_stalled": coinciding(windows, stalls),
+        "blocked_windows": windows,
         "trip_card_bytes": asyncio.run(avatar_bytes(server.url, tokens[0], photo)),
     }
 
@@ -219,6 +295,13 @@ def report(figures: dict[str, Any], args: argparse.Namespace) -> None:
     print(
         f"    of that lag, not spent waiting for a core (taxi_event_loop_blocked_seconds): {blocked['over_20_ms']}"
         f" samples over 20 ms, the longest at most {blocked['worst_at_most_s']} s"
+    )
+    stalls = figures["idle_process_stalls_ms"]
+    print(
+        f"    an idle process's event loop on the same machine, the same measure: {len(stalls)} samples blocked over"
+        f" 20 ms ({', '.join(f'{ms:.0f}' for ms in stalls) or 'none'} ms: the machine stopping it, not its code);"
+        f" of the workers' {blocked['over_20_ms']}, {figures['blocked_with_idle_process_stalled']} within"
+        f" {SCRAPE_EVERY:g} s of one of those"
     )
     print(
         f"trip card avatar: before sizes {card['before']:,} bytes (the whole photo), now {card['after_thumbnail']:,}"
