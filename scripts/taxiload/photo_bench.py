@@ -179,21 +179,21 @@ class BlockedScraper(threading.Thread):
         self._done = threading.Event()
 
     def run(self) -> None:
-        last, last_at = _over(loop_lag(self.server)["blocked"]), time.monotonic()
+        last, last_at = self._over(), time.monotonic()
         while not self._done.wait(SCRAPE_EVERY):
-            now, now_at = _over(loop_lag(self.server)["blocked"]), time.monotonic()
+            now, now_at = self._over(), time.monotonic()
             if now > last:
                 self.windows.append((last_at, now_at, now - last))
             last, last_at = now, now_at
+
+    def _over(self) -> int:
+        """Samples blocked over STALL_S since the workers started."""
+        return int(lag_figures({}, loop_lag(self.server)["blocked"])["over_20_ms"])
 
     def stop(self) -> list[tuple[float, float, int]]:
         self._done.set()
         self.join()
         return self.windows
-
-
-def _over(buckets: dict[str, float]) -> int:
-    return int(buckets.get("+Inf", 0.0) - buckets.get(str(STALL_S), 0.0))
 
 
 def coinciding(windows: list[tuple[float, float, int]], stalls: list[tuple[float, float]]) -> int:
@@ -224,7 +224,7 @@ def lag_figures(before: dict[str, float], after: dict[str, float]) -> dict[str, 
     counts = {bound: after[bound] - before.get(bound, 0.0) for bound in after}
     total = counts.get("+Inf", 0.0)
     worst = next((bound for bound in sorted(counts, key=_bound) if counts[bound] >= total), "+Inf")
-    return {"samples": int(total), "over_20_ms": int(total - counts.get("0.02", 0.0)), "worst_at_most_s": worst}
+    return {"samples": int(total), "over_20_ms": int(total - counts.get(str(STALL_S), 0.0)), "worst_at_most_s": worst}
 
 
 def _bound(text: str) -> float:

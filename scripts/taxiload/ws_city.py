@@ -132,8 +132,13 @@ def _figures(
         problems.append(f"{closed} driver sockets were closed by the server")
     if located:
         missed, extra, checked, edge, requests_wrong = _check(args.radius, city, reached, sockets)
-        figures |= {"missed": missed, "extra": extra, "checked": checked, "at_the_edge": edge}
-        figures["requests_wrong"] = requests_wrong
+        figures |= {
+            "missed": missed,
+            "extra": extra,
+            "checked": checked,
+            "at_the_edge": edge,
+            "requests_wrong": requests_wrong,
+        }
         if missed or extra:
             problems.append(
                 f"{missed} deliveries missed and {extra} went out of range, of {checked} expected (in {requests_wrong}"
@@ -171,9 +176,10 @@ def _check(
         expected = in_range - busy - ambiguous
         got = reached.get(seq, set())
         checked += len(expected)
-        wrong = (expected - got) | (got - expected - ambiguous)
-        missed += len(expected - got)
-        extra += len(got - expected - ambiguous)
+        unheard, unexpected = expected - got, got - expected - ambiguous
+        missed += len(unheard)
+        extra += len(unexpected)
+        wrong = unheard | unexpected
         edge += sum(abs(distance_m(homes[i], pick_up) - radius) < EDGE_M for i in wrong)
         requests_wrong += bool(wrong)
     return missed, extra, checked, edge, requests_wrong
