@@ -64,24 +64,33 @@ def run(bench: Bench) -> list[Row]:
             timeout=900,
         )
         sockets = sum(r["opened"] for r in opened)
-        print(f"    {sockets} driver sockets open (protocol 2)")
+        failures = collections.Counter[str]()
+        for r in opened:
+            failures.update(r["failures"])
+        print(
+            f"    {sockets} driver sockets open (protocol 2)"
+            + (f"; failed to open: {dict(failures)}" if failures else "")
+        )
+        # Requests and the check use only the drivers whose socket opened (a driver that failed cannot hear).
+        live = sorted(i for r in opened for i in r["indexes"])
         for located in (True, False):
             print(
                 f"    {'nearby dispatch' if located else 'old rule (every driver)'}: {args.city_rate} requests/s for {args.duration} s"
             )
-            rows.append(_one_run(bench, clients, procs, riders, seed, sockets, located))
+            rows.append(_one_run(bench, clients, procs, riders, seed, live, located))
             time.sleep(2)
         clients.call("city_close")
     return rows
 
 
 def _one_run(
-    bench: Bench, clients: Clients, procs: int, riders: list[Account], seed: int, sockets: int, located: bool
+    bench: Bench, clients: Clients, procs: int, riders: list[Account], seed: int, live: list[int], located: bool
 ) -> Row:
+    sockets = len(live)
     args = bench.args
     start_ns = time.time_ns() + 1_000_000_000
     deadline_ns = start_ns + int((WARM_UP_S + args.duration) * 1e9)
-    city = CityRiders(seed, sockets, located)
+    city = CityRiders(seed, live, located)
     measure_ns = start_ns + int(WARM_UP_S * 1e9)  # CPU is counted from here, by every process alike
     clients.send("city_run", [{"start_ns": start_ns, "measure_ns": measure_ns, "deadline_ns": deadline_ns}] * procs)
     time.sleep(1.0 + WARM_UP_S)
@@ -131,7 +140,7 @@ def _figures(
     if closed := sum(r["closed"] for r in got):
         problems.append(f"{closed} driver sockets were closed by the server")
     if located:
-        missed, extra, checked, edge, requests_wrong = _check(args.radius, city, reached, sockets)
+        missed, extra, checked, edge, requests_wrong = _check(args.radius, city, reached)
         figures |= {
             "missed": missed,
             "extra": extra,
@@ -147,15 +156,13 @@ def _figures(
     return figures, problems
 
 
-def _check(
-    radius: float, city: CityRiders, reached: dict[int, set[int]], drivers: int
-) -> tuple[int, int, int, int, int]:
+def _check(radius: float, city: CityRiders, reached: dict[int, set[int]]) -> tuple[int, int, int, int, int]:
     """Deliveries expected (available drivers within the radius) and not made, made out of that set, how many
     were expected, how many of the first two were within EDGE_M of the radius, and in how many requests."""
-    homes = [home(i, city.seed) for i in range(drivers)]
+    homes = {i: home(i, city.seed) for i in city.drivers}
     cell = 1000.0
     grid: dict[tuple[int, int], list[int]] = collections.defaultdict(list)
-    for i, (lat, lng) in enumerate(homes):
+    for i, (lat, lng) in homes.items():
         grid[(int(lat * 111_320 // cell), int(lng * 68_000 // cell))].append(i)
     missed = extra = checked = edge = requests_wrong = 0
     span = int(radius // cell) + 2

@@ -87,7 +87,7 @@ class CityDrivers:
                 self.city_conns[idx] = conn
 
         await asyncio.gather(*(one(idx, url) for idx, url in arg["drivers"]))
-        return {"opened": len(self.city_conns), "failures": dict(failures)}
+        return {"opened": len(self.city_conns), "indexes": list(self.city_conns), "failures": dict(failures)}
 
     def _city_handler(self, idx: int, conn: Conn) -> Any:
         def on_frame(_: Conn, payload: bytes) -> None:
@@ -177,7 +177,7 @@ def updated_age_us(updated: str) -> int:
 class CityRiders:
     """Riders requesting trips at a fixed rate, each at a chosen idle driver's home (the main process)."""
 
-    def __init__(self, seed: int, drivers: int, located: bool) -> None:
+    def __init__(self, seed: int, drivers: list[int], located: bool) -> None:
         self.seed, self.drivers, self.located = seed, drivers, located
         self.busy: dict[int, float] = {}  # driver idx -> since (monotonic)
         self.requests: list[tuple[int, tuple[float, float], frozenset[int], float]] = []  # seq, pick-up, busy, t
@@ -219,9 +219,9 @@ class CityRiders:
             for idx, since in list(self.busy.items()):
                 if time.monotonic() - since > 60:  # its completion never came: count it free again
                     self.free(idx)
-            chosen = rng.randrange(self.drivers)
+            chosen = rng.choice(self.drivers)
             while chosen in self.busy:
-                chosen = rng.randrange(self.drivers)
+                chosen = rng.choice(self.drivers)
             now = time.monotonic()
             pick_up = offset(home(chosen, self.seed), 50.0)
             self.requests.append((seq, pick_up, frozenset(self.busy), now))
