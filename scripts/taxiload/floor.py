@@ -18,7 +18,6 @@ import json
 import multiprocessing
 import os
 import random
-import socket
 import time
 from array import array
 from multiprocessing.connection import Connection
@@ -29,17 +28,13 @@ import orjson
 import picows
 import uvloop
 
-from taxiload.proc import CORES, cpu_seconds, proc_stat, raise_nofile
+from taxiload.harness import free_port
+from taxiload.proc import CORES, box_cpu, cpu_seconds, proc_stat, raise_nofile
+from taxiload.ws_city_agents import due
 from taxiload.ws_client import READY, Conn, close_all, open_many
 from taxiload.ws_common import latency_ms, split
 
-TICK_S = 0.05  # the clients send the fixes due in each tick
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+TICK_S = 0.05  # the clients send the fixes due in each tick (as the city's drivers do)
 
 
 def _frame(stamp_ns: int, kind: str, size: int) -> bytes:
@@ -147,10 +142,7 @@ async def _client_main(urls: list[str], arg: dict[str, Any], pipe: Connection) -
     while time.time_ns() < deadline_ns:
         if cpu0 is None and time.time_ns() >= measure_ns:
             cpu0 = cpu_seconds()
-        now = loop.time() - t0
-        lo = int((now - TICK_S) / arg["fix_interval"] * len(conns))
-        hi = int(now / arg["fix_interval"] * len(conns))
-        for i in range(max(lo, 0), hi):
+        for i in due(loop.time() - t0, TICK_S, arg["fix_interval"], len(conns)):
             conn = conns[i % len(conns)]
             if not conn.closed:
                 conn.send(fix)
@@ -162,12 +154,6 @@ async def _client_main(urls: list[str], arg: dict[str, Any], pipe: Connection) -
     await loop.run_in_executor(None, pipe.recv)
     await close_all(conns)
     pipe.send("closed")
-
-
-def _box() -> tuple[float, float, float]:
-    """(busy, softirq, total) CPU seconds of the whole box."""
-    fields = [int(x) / os.sysconf("SC_CLK_TCK") for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:8]]
-    return sum(fields) - fields[3] - fields[4], fields[5] + fields[6], sum(fields)
 
 
 def _cpu(pids: list[int]) -> float:
@@ -205,9 +191,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         pipe.send((start_ns, measure_ns, deadline_ns))
     time.sleep(max(0.0, (measure_ns - time.time_ns()) / 1e9))
     server_pids = [p.pid for p, _ in servers if p.pid is not None]
-    s0, b0, t0 = _cpu(server_pids), _box(), time.monotonic()
+    s0, b0, t0 = _cpu(server_pids), box_cpu(), time.monotonic()
     time.sleep(max(0.0, (deadline_ns - time.time_ns()) / 1e9))
-    s1, b1, wall = _cpu(server_pids), _box(), time.monotonic() - t0
+    s1, b1, wall = _cpu(server_pids), box_cpu(), time.monotonic() - t0
     got = [pipe.recv() for _, pipe in clients]
     counts = [pipe.recv() for _, pipe in servers]
     for _, pipe in clients:

@@ -42,7 +42,7 @@ def cpu_snapshot(pgid: int, db_name: str | None = None) -> dict[str, float]:
     test suite using the same PostgreSQL lands in "other" (and its backends coming and going cannot skew pg).
     """
     procs = processes()
-    fields = [int(x) / TICK for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:8]]
+    busy, softirq, total = box_cpu()
     pg = [pid for pid, (_, _, comm) in procs.items() if comm.startswith("postgres")]
     if db_name is not None:
         pg = [pid for pid in pg if _pg_counts(read_bytes(f"/proc/{pid}/cmdline"), db_name)]
@@ -50,10 +50,17 @@ def cpu_snapshot(pgid: int, db_name: str | None = None) -> dict[str, float]:
         "server": sum(cpu for group, cpu, _ in procs.values() if group == pgid),
         "pg": sum(procs[pid][1] for pid in pg),
         "redis": sum(cpu for _, cpu, comm in procs.values() if comm.startswith("redis-server")),
-        "busy": sum(fields) - fields[3] - fields[4],
-        "softirq": fields[5] + fields[6],  # interrupts: mostly the kernel's loopback TCP, charged to no process
-        "total": sum(fields),
+        "busy": busy,
+        "softirq": softirq,
+        "total": total,
     }
+
+
+def box_cpu() -> tuple[float, float, float]:
+    """CPU seconds of the whole box so far: (busy, interrupts, total). Interrupts (``irq`` + ``softirq``) are mostly
+    the kernel's loopback TCP, charged to no process."""
+    fields = [int(x) / TICK for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:8]]
+    return sum(fields) - fields[3] - fields[4], fields[5] + fields[6], sum(fields)
 
 
 def _pg_counts(cmdline: bytes, db_name: str) -> bool:

@@ -51,6 +51,12 @@ def speed_age_us(speed: float) -> int:
     return int(((now_ms - speed * 1000.0) % CYCLE_MS) * 1000)
 
 
+def due(elapsed: float, tick: float, interval: float, count: int) -> range:
+    """The fixes due in the tick that ends ``elapsed`` s after the start, when socket k of ``count`` sends at
+    (k / count + m) x ``interval``: their k + m x count (take it modulo ``count``)."""
+    return range(max(int((elapsed - tick) / interval * count), 0), int(elapsed / interval * count))
+
+
 def fix_frame(point: tuple[float, float], speed: float | None = None) -> bytes:
     data: dict[str, Any] = {"lat": point[0], "lng": point[1]}
     if speed is not None:
@@ -87,7 +93,7 @@ class CityDrivers:
                 self.city_conns[idx] = conn
 
         await asyncio.gather(*(one(idx, url) for idx, url in arg["drivers"]))
-        return {"opened": len(self.city_conns), "indexes": list(self.city_conns), "failures": dict(failures)}
+        return {"indexes": list(self.city_conns), "failures": dict(failures)}
 
     def _city_handler(self, idx: int, conn: Conn) -> Any:
         def on_frame(_: Conn, payload: bytes) -> None:
@@ -141,11 +147,7 @@ class CityDrivers:
         while loop.time() < end:
             if cpu0 is None and time.time_ns() >= arg["measure_ns"]:
                 cpu0 = cpu_seconds()
-            # Each tick sends the heartbeats due in it: driver k at t0 + (k / n + m) x HEARTBEAT_S.
-            now = loop.time() - t0
-            lo = int((now - tick) / HEARTBEAT_S * len(conns))
-            hi = int(now / HEARTBEAT_S * len(conns))
-            for k in range(max(lo, 0), hi):
+            for k in due(loop.time() - t0, tick, HEARTBEAT_S, len(conns)):
                 idx, conn = conns[k % len(conns)]
                 if not conn.closed and idx not in self.city_at_wheel:
                     conn.send(frames[idx])
