@@ -87,6 +87,29 @@ async def test_a_driver_just_inside_the_radius_is_near_and_one_just_outside_is_n
     assert audience.only == frozenset(inside)
 
 
+async def test_a_position_comes_back_as_the_driver_sent_it_with_or_without_heading_and_speed(connected, store):
+    presence = Presence(store, 5000, stale_s=30, clock=lambda: 1_700_000_000.123)
+    moving, parked = await drivers(2)
+    pick_up = PLACES["berlin"]
+    there = destination(pick_up, 250, 30)
+    await presence.record(moving, LocationFix(there.lat, there.lng, 359.5, 12.25))
+    await presence.record(parked, LocationFix(pick_up.lat, pick_up.lng, None, None))
+    fixes = await presence.fresh_fixes([moving, parked])
+    assert fixes[moving].out() == {
+        "lat": there.lat,
+        "lng": there.lng,
+        "heading": 359.5,
+        "speed": 12.25,
+        "at": "2023-11-14T22:13:20.123Z",
+    }
+    assert (fixes[parked].heading, fixes[parked].speed) == (None, None), "a missing value stays null, never NaN"
+    found = await presence.available_near(pick_up)
+    assert [(d, f.lat, f.lng, f.heading) for d, f, _ in found] == [
+        (parked, pick_up.lat, pick_up.lng, None),
+        (moving, there.lat, there.lng, 359.5),
+    ]
+
+
 async def test_a_position_older_than_the_limit_does_not_count(connected, store):
     now = [1_000_000.0]
     presence = Presence(store, 5000, stale_s=30, clock=lambda: now[0])
