@@ -8,6 +8,7 @@ Busy is read from the trips themselves, so it can never disagree with them.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Iterable
 
@@ -77,10 +78,10 @@ class Presence:
 
     async def available_near(self, point: Point) -> list[tuple[int, Fix, float]]:
         """``within``, less the drivers who are busy or switched off."""
-        found = await self.within(point)
+        found, off = await asyncio.gather(self.within(point), self.store.switched_off())  # neither needs the other
         if not found:
             return []
-        unavailable = await self.store.switched_off() | await q.busy_drivers([d for d, _, _ in found])
+        unavailable = off | await q.busy_drivers([d for d, _, _ in found])
         return [item for item in found if item[0] not in unavailable]
 
     async def available(self, driver: int) -> bool:
