@@ -12,6 +12,7 @@ import logging
 from urllib.parse import parse_qs
 
 from sanic import Blueprint
+from sanic.compat import Header
 from sanic.server.websockets.impl import WebsocketImplProtocol
 
 from taxi.api.context import TaxiRequest
@@ -34,17 +35,27 @@ UNAVAILABLE_CLOSE = 1013
 @bp.on_request
 async def handshake_guard(request: TaxiRequest) -> None:
     """Runs before the upgrade: a bad token gets a plain 401, never an accepted-then-dropped socket."""
-    request.ctx.caller, claims = await authenticate_claims(request, request.args.get("token"))
+    # Parsed here and not kept: request.args would cache every argument (the token too) on a request that an open
+    # socket holds for its whole life.
+    query = parse_qs(request.query_string, keep_blank_values=True)
+    token = next((given for given in query.get("token", []) if given), None)
+    request.ctx.caller, claims = await authenticate_claims(request, token)
     request.ctx.token_exp = claims["exp"]  # a version 2 socket is closed when its token expires
-    # Parsed here and not kept: request.get_args() would cache a second copy of every argument (the token too)
-    # on a request that an open socket holds for its whole life.
-    asked = parse_qs(request.query_string, keep_blank_values=True).get("protocol", [])
+    asked = query.get("protocol", [])
     if asked not in ([], ["1"], ["2"]):
         raise ValidationFailed.field("protocol", f"Must be 1 or 2, got {', '.join(asked)[:32]!r}.")
+    request.ctx.version = 2 if asked == ["2"] else 1
 
 
 def protocol_version(request: TaxiRequest, ws: WebsocketImplProtocol) -> int:
-    return 2 if ws.subprotocol == V2_SUBPROTOCOL or request.args.get("protocol") == "2" else 1
+    return 2 if ws.subprotocol == V2_SUBPROTOCOL else int(request.ctx.version)
+
+
+def forget_handshake(request: TaxiRequest) -> None:
+    """Drop the handshake's header lines from the request an open socket holds for its whole life: nothing reads
+    them after the upgrade (the request id and the caller are on ``request.ctx``). About 1 KB per socket."""
+    request.headers = Header()
+    request.head = b""
 
 
 @bp.websocket("/taxi/", subprotocols=[V2_SUBPROTOCOL])
@@ -53,6 +64,7 @@ async def taxi_socket(request: TaxiRequest, ws: WebsocketImplProtocol) -> None:
     caller: Caller = request.ctx.caller
     ctx = request.app.ctx
     version = protocol_version(request, ws)
+    forget_handshake(request)
     session = session_for(ws, ctx.settings.ws_queue_size, f"user {caller.id}", caller.id, version, ctx.meter)
     ctx.relay.open(session)
     ctx.keepalive.add(ws)
