@@ -20,7 +20,7 @@ import sanic
 from sanic.server.protocols import websocket_protocol
 from sanic.server.websockets.frame import WebsocketFrameAssembler
 from sanic.server.websockets.impl import WebsocketImplProtocol
-from websockets.frames import Frame
+from websockets.frames import Frame, Opcode
 from websockets.protocol import State
 from websockets.server import ServerProtocol
 from websockets.typing import Subprotocol
@@ -155,6 +155,9 @@ def direct_writer(ws: WebsocketImplProtocol) -> Callable[[str], bool]:
     could be involved: a send or ping in progress (its lock is held), the transport's buffer over its
     high-water mark (backpressure), or a socket that is no longer open.
     """
+    # No extension (compression) was negotiated (Sanic offers none): a server's frame is then the same bytes on
+    # every socket, so a broadcast frames its text once (``_wire``) instead of once per member.
+    plain = not ws.ws_proto.extensions
 
     def write(text: str) -> bool:
         io = ws.io_proto
@@ -167,12 +170,27 @@ def direct_writer(ws: WebsocketImplProtocol) -> Callable[[str], bool]:
             or not io._can_write.is_set()  # type: ignore[union-attr]
         ):
             return False
+        if plain:
+            transport.write(_wire(text))
+            return True
         ws.ws_proto.send_text(text.encode())
         for data in ws.ws_proto.data_to_send():
             transport.write(data)
         return True
 
     return write
+
+
+_last_framed: tuple[str | None, bytes] = (None, b"")
+
+
+def _wire(text: str) -> bytes:
+    """``text`` as an unmasked WebSocket text frame; the last one is kept, as a broadcast writes it to every member
+    in turn (one worker, one thread: nothing else can run between them)."""
+    global _last_framed
+    if _last_framed[0] is not text:
+        _last_framed = (text, Frame(Opcode.TEXT, text.encode()).serialize(mask=False))
+    return _last_framed[1]
 
 
 def sanic_version() -> str:

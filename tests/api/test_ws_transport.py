@@ -64,3 +64,18 @@ async def test_a_lean_event_wakes_every_waiter_and_can_be_cleared():
     assert not late.done()
     event.set()
     assert await late
+
+
+def test_a_frame_written_directly_is_the_bytes_websockets_itself_would_send():
+    # The direct write frames a broadcast's text once for all its members: the bytes must be websockets' own, for
+    # every length encoding (7-bit, 16-bit, 64-bit) and for text that is not ASCII; each text gets its own frame.
+    from websockets.protocol import State
+    from websockets.server import ServerProtocol
+
+    reference = ServerProtocol()
+    reference.state = State.OPEN
+    for text in ('{"type":"echo.message"}', '{"a":"Café Zürich ✓ 東京"}' * 20, "x" * 70_000, '{"type":"error"}'):
+        reference.send_text(text.encode())
+        expected = b"".join(reference.data_to_send())
+        assert ws_transport._wire(text) == expected
+        assert ws_transport._wire(text) == expected, "asked again for the same text"
