@@ -47,6 +47,12 @@ def parse_args(doc: str) -> argparse.Namespace:
     parser.add_argument("--city-rate", type=float, default=20, help="city: trip requests/s (default 20)")
     parser.add_argument("--radius", type=int, default=5000, help="city: TAXI_DISPATCH_RADIUS_M (default 5000)")
     parser.add_argument(
+        "--city-rules",
+        default="nearby,old",
+        help="city: the runs, in order, on the same sockets: nearby (dispatch by pick-up point), old (every driver"
+        " hears every request); comma-separated, a rule may repeat (default nearby,old)",
+    )
+    parser.add_argument(
         "--launcher",
         choices=("sanic", "taxi"),
         default="sanic",
@@ -58,6 +64,8 @@ def parse_args(doc: str) -> argparse.Namespace:
     args.worker_counts = [int(w) for w in args.workers.split(",") if w.strip()]
     args.scenarios = [s.strip() for s in args.scenario.split(",") if s.strip()]
     args.pair_counts = [int(p) for p in args.pairs.split(",") if p.strip()]
+    if bad := [r for r in args.city_rules.split(",") if r not in ("nearby", "old")]:
+        parser.error(f"unknown city rule {', '.join(bad)}; expected nearby or old")
     if unknown := set(args.scenarios) - set(SCENARIOS):
         parser.error(f"unknown scenario {', '.join(sorted(unknown))}; expected some of {', '.join(SCENARIOS)}")
     return args
