@@ -11,6 +11,7 @@ to its author directly and to everyone else once through the publisher. The publ
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
@@ -187,13 +188,15 @@ class TripEvents(Generic[M]):
                 await self.publisher.join(member, group)
                 member.offer(text, seq)
                 replied = True
-            await self.publisher.publish(group, text, exclude=member, end=end, seq=seq, leave=leave)
+            # Two groups, two channels, each frame numbered: neither publish needs to wait for the other.
+            sends = [self.publisher.publish(group, text, exclude=member, end=end, seq=seq, leave=leave)]
+            if drivers is not None and not drivers.nobody:
+                sends.append(
+                    self.publisher.publish(DRIVERS, text, exclude=member, only=drivers.only, skip=drivers.skip, seq=seq)
+                )
+            await asyncio.gather(*sends)
             if drivers is None:
                 raise BrokerUnavailable("the drivers near the pick-up could not be found")
-            if not drivers.nobody:
-                await self.publisher.publish(
-                    DRIVERS, text, exclude=member, only=drivers.only, skip=drivers.skip, seq=seq
-                )
         except BrokerUnavailable as exc:
             log.warning("%s: broadcast failed: %s", member.label if member else "HTTP", exc)
             if member is None:
