@@ -15,6 +15,7 @@ import math
 import random
 import time
 from array import array
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -153,6 +154,7 @@ class CityDrivers:
                     conn.send(frames[idx])
                     fixes += 1
             await asyncio.sleep(tick)
+        cpu_s = cpu_seconds() - (cpu0 if cpu0 is not None else cpu_seconds())  # the seconds of requests only
         if self.city_driving:
             await asyncio.wait(list(self.city_driving), timeout=DRIVE_STEPS + 5)
         return {
@@ -161,7 +163,7 @@ class CityDrivers:
             "latency_us": self.city_latency.tobytes(),
             "errors": dict(self.city_errors),
             "closed": sum(c.closed for c in self.city_conns.values()),
-            "cpu_s": cpu_seconds() - (cpu0 if cpu0 is not None else cpu_seconds()),
+            "cpu_s": cpu_s,
         }
 
     async def city_close(self, arg: Any) -> dict[str, Any]:
@@ -212,7 +214,10 @@ class CityRiders:
         if self.busy.pop(idx, None) is not None:
             self.transitions[idx].append(time.monotonic())
 
-    async def run(self, ws: str, tokens: list[str], duration: float, rate: float) -> None:
+    async def run(
+        self, ws: str, tokens: list[str], duration: float, rate: float, requests_done: Callable[[], None]
+    ) -> None:
+        """Request for ``duration`` seconds, call ``requests_done``, then wait for the last trips to finish."""
         conns = (await open_many([f"{ws}?token={t}&protocol=2" for t in tokens], 50, self.handler))["conns"]
         loop, rng = asyncio.get_running_loop(), random.Random(self.seed)
         start, seq = loop.time(), 0
@@ -234,5 +239,6 @@ class CityRiders:
                 data["pick_up_location"] = {"lat": pick_up[0], "lng": pick_up[1]}
             conns[seq % len(conns)].send(orjson.dumps({"type": "create.trip", "data": data}))
             seq += 1
+        requests_done()
         await asyncio.sleep(DRIVE_STEPS + 3)  # the last trips finish
         await close_all(conns)
