@@ -115,12 +115,23 @@ class Supervisor:
         except (OSError, EOFError):  # the shared-state process is gone (a SIGKILL to the group)
             return
         for process in list(self.manager.transient_processes):
-            if process.is_alive() and states.get(process.name, {}).get("state") != "ACKED":
-                log.info("worker %s [%s] was still starting: ending it at once", process.name, process.pid)
-                try:
-                    os.kill(process.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+            if states.get(process.name, {}).get("state") == "ACKED":
+                continue
+            if not process.is_alive():
+                # A signal to the whole process group reached it first: it ended while importing the application,
+                # with a KeyboardInterrupt traceback of its own above. Said here so the traceback is explained.
+                log.info(
+                    "worker %s [%s] was still starting: it ended (exit code %s) with the signal",
+                    process.name,
+                    process.pid,
+                    process.exitcode,
+                )
+                continue
+            log.info("worker %s [%s] was still starting: ending it at once", process.name, process.pid)
+            try:
+                os.kill(process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
 
     def _kill_stragglers(self) -> None:
         time.sleep(self.grace)
