@@ -118,10 +118,10 @@ class Supervisor:
             if states.get(process.name, {}).get("state") == "ACKED":
                 continue
             if not process.is_alive():
-                # A signal to the whole process group reached it first: it ended while importing the application,
-                # with a KeyboardInterrupt traceback of its own above. Said here so the traceback is explained.
+                # Already gone: typically a signal to the whole process group reached it first, while it imported the
+                # application (a KeyboardInterrupt traceback of its own above). Said so the traceback is explained.
                 log.info(
-                    "worker %s [%s] was still starting: it ended (exit code %s) with the signal",
+                    "worker %s [%s] was still starting: it had already ended (exit code %s)",
                     process.name,
                     process.pid,
                     process.exitcode,
