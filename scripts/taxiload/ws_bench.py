@@ -64,7 +64,8 @@ def parse_args(doc: str) -> argparse.Namespace:
     args.worker_counts = [int(w) for w in args.workers.split(",") if w.strip()]
     args.scenarios = [s.strip() for s in args.scenario.split(",") if s.strip()]
     args.pair_counts = [int(p) for p in args.pairs.split(",") if p.strip()]
-    if bad := [r for r in args.city_rules.split(",") if r not in ("nearby", "old")]:
+    args.city_runs = [r.strip() for r in args.city_rules.split(",") if r.strip()]
+    if bad := [r for r in args.city_runs if r not in ("nearby", "old")]:
         parser.error(f"unknown city rule {', '.join(bad)}; expected nearby or old")
     if unknown := set(args.scenarios) - set(SCENARIOS):
         parser.error(f"unknown scenario {', '.join(sorted(unknown))}; expected some of {', '.join(SCENARIOS)}")

@@ -73,7 +73,7 @@ def run(bench: Bench) -> list[Row]:
             f"    {sockets} driver sockets open (protocol 2)"
             + (f"; failed to open: {dict(failures)}" if failures else "")
         )
-        for located in [rule == "nearby" for rule in args.city_rules.split(",")]:
+        for located in [rule == "nearby" for rule in args.city_runs]:
             print(
                 f"    {'nearby dispatch' if located else 'old rule (every driver)'}: {args.city_rate} requests/s for {args.duration} s"
             )
